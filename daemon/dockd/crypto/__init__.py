@@ -1,0 +1,1 @@
+"""Cryptography for dockd: age v1 encryption, key files, and the server's signed receipts."""
