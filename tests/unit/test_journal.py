@@ -1,0 +1,123 @@
+"""The journal: guarded transitions, durable facts, sealed secrets, refusal of damaged files."""
+
+import sqlite3
+
+import pytest
+
+from dockd.journal import Journal, JournalError, NewClip, State
+
+
+def _new(path=b"DCIM/A.MP4", size=10, mtime=1, evidence=False, camera="CAM1"):
+    return NewClip(camera=camera, model="m", bay="bay-1", rel_path=path, size=size, mtime_ns=mtime,
+                   dev=1, ino=2, session="s1", evidence=evidence, recorded_at="2026-01-01T00:00:00Z",
+                   recorded_at_source="mtime", metadata={})
+
+
+def _to_confirmed(journal, clip_id):
+    journal.mark_hashed(clip_id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
+                        ciphertext_length=300, age_header=b"hdr", secrets=b"k" * 32)
+    journal.mark_uploading(clip_id, "http://x/files/u")
+    journal.mark_uploaded(clip_id)
+    return journal.mark_confirmed(clip_id, {"policy": "offset", "length": 300})
+
+
+def test_happy_path_and_history(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    assert clip.state is State.DISCOVERED
+    confirmed = _to_confirmed(journal, clip.id)
+    assert confirmed.state is State.CONFIRMED
+    with pytest.raises(JournalError):  # the key material is erased once confirmed
+        journal.secrets(clip.id)
+    assert journal.mark_wiped(clip.id).state is State.WIPED
+    states = [row[2] for row in journal.history(clip.id)]
+    assert states == ["DISCOVERED", "HASHED", "UPLOADING", "UPLOADED", "CONFIRMED", "WIPED"]
+
+
+def test_wipe_is_refused_unless_confirmed(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    journal.mark_hashed(clip.id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
+                        ciphertext_length=300, age_header=b"hdr", secrets=b"k" * 32)
+    journal.mark_uploading(clip.id, "http://x/files/u")
+    with pytest.raises(JournalError, match="not allowed from UPLOADING"):
+        journal.mark_wiped(clip.id)
+    with pytest.raises(JournalError):
+        journal.mark_confirmed(clip.id, {"policy": "offset"})  # must be UPLOADED first
+    assert journal.get(clip.id).state is State.UPLOADING
+
+
+def test_state_survives_reopen_and_secrets_are_sealed(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    journal.mark_hashed(clip.id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
+                        ciphertext_length=300, age_header=b"hdr", secrets=b"S" * 32)
+    journal.mark_uploading(clip.id, "http://x/files/u")
+    journal.close()
+    raw = sqlite3.connect(tmp_path / "journal.db").execute("SELECT sealed_secrets FROM clips").fetchone()[0]
+    assert b"S" * 32 not in raw  # not stored in clear
+    reopened = Journal.open(tmp_path)
+    record = reopened.get(clip.id)
+    assert (record.state, record.upload_url) == (State.UPLOADING, "http://x/files/u")
+    assert reopened.secrets(clip.id) == b"S" * 32
+
+
+def test_failed_resumes_where_the_facts_say(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    journal.mark_hashed(clip.id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
+                        ciphertext_length=300, age_header=b"hdr", secrets=b"k" * 32)
+    journal.mark_uploading(clip.id, "http://x/files/u")
+    failed = journal.mark_failed(clip.id, "server down", retry_at=0)
+    assert (failed.state, failed.reason, failed.attempts) == (State.FAILED, "server down", 1)
+    assert journal.resume_failed(clip.id).state is State.UPLOADING
+
+
+def test_hold_release_and_priority_order(tmp_path):
+    journal = Journal.open(tmp_path)
+    old = journal.add_clip(_new(b"a", mtime=1))
+    flagged = journal.add_clip(_new(b"b", mtime=2, evidence=True))
+    order = [c.id for c in journal.workable(["CAM1"], now=0)]
+    assert order == [flagged.id, old.id]
+    journal.hold(old.id, actor="uid:1000")
+    assert [c.id for c in journal.workable(["CAM1"], now=0)] == [flagged.id]
+    assert journal.release(old.id, actor="uid:1000").state is State.DISCOVERED
+
+
+def test_one_live_row_per_file_version(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.add_clip(_new())
+    _to_confirmed(journal, clip.id)
+    journal.mark_wiped(clip.id)
+    assert journal.add_clip(_new()).id != clip.id  # next shift reuses the name: a new clip
+
+
+def test_damaged_or_foreign_journal_is_refused(tmp_path):
+    (tmp_path / "journal.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(JournalError, match="damaged"):
+        Journal.open(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    conn = sqlite3.connect(other / "journal.db")
+    conn.execute("CREATE TABLE x (y)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JournalError, match="not a dockd journal"):
+        Journal.open(other)
+    newer = tmp_path / "newer"
+    Journal.open(newer).close()
+    conn = sqlite3.connect(newer / "journal.db")
+    conn.execute("PRAGMA user_version=99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(JournalError, match="newer"):
+        Journal.open(newer)
+
+
+def test_sealing_key_must_be_private(tmp_path):
+    Journal.open(tmp_path).close()
+    (tmp_path / "journal.key").chmod(0o644)
+    with pytest.raises(Exception, match="chmod 600"):
+        Journal.open(tmp_path)

@@ -1,0 +1,91 @@
+"""Key files and the signed receipt: interoperable formats, unsafe files refused, forgery detected."""
+
+import datetime as dt
+import os
+import subprocess
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dockd.crypto import bech32, receipt
+from dockd.crypto.keys import (
+    AgeRecipient,
+    KeyFileError,
+    keygen,
+    load_age_identities,
+    load_signing_key,
+    load_verify_key,
+)
+
+
+def test_keygen_writes_private_files_0600_and_never_overwrites(tmp_path):
+    result = keygen(tmp_path)
+    assert os.stat(result.server_signing_key).st_mode & 0o777 == 0o600
+    assert os.stat(result.age_identity).st_mode & 0o777 == 0o600
+    key = load_signing_key(result.server_signing_key)
+    assert load_verify_key(result.server_public_key).public_bytes_raw() == key.public_key().public_bytes_raw()
+    [identity] = load_age_identities(result.age_identity)
+    assert identity.recipient == AgeRecipient.parse(result.age_recipient.read_text())
+    before = result.age_identity.read_bytes()
+    with pytest.raises(KeyFileError, match="refusing to overwrite"):
+        keygen(tmp_path)
+    assert result.age_identity.read_bytes() == before
+
+
+def test_group_readable_private_key_is_refused(tmp_path):
+    result = keygen(tmp_path)
+    os.chmod(result.server_signing_key, 0o640)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_signing_key(result.server_signing_key)
+
+
+def test_age_keygen_identity_file_is_read(tmp_path):
+    path = tmp_path / "key.txt"
+    proc = subprocess.run(["age-keygen", "-o", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("age-keygen not available")
+    os.chmod(path, 0o600)
+    [identity] = load_age_identities(path)
+    public = next(line for line in path.read_text().splitlines() if "public key" in line).split(": ")[1]
+    assert identity.recipient.encode() == public
+
+
+def test_bech32_rejects_corruption():
+    text = bech32.encode("age", bytes(range(32)))
+    assert bech32.decode(text, "age") == bytes(range(32))
+    corrupted = text[:-1] + ("q" if text[-1] != "q" else "p")
+    with pytest.raises(bech32.Bech32Error):
+        bech32.decode(corrupted, "age")
+    with pytest.raises(KeyFileError):
+        AgeRecipient.parse(corrupted)
+
+
+def _signed(key):
+    return receipt.sign(key, upload="u1", length=1234, sha256="ab" * 32,
+                        completed=dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC))
+
+
+def test_receipt_round_trip_and_match():
+    key = Ed25519PrivateKey.generate()
+    signed = receipt.verify(_signed(key), key.public_key())
+    assert signed.matches(upload="u1", length=1234, sha256="ab" * 32)
+    assert not signed.matches(upload="u1", length=1235, sha256="ab" * 32)
+    assert not signed.matches(upload="u2", length=1234, sha256="ab" * 32)
+    assert signed.completed == "2026-11-21T10:00:00Z"
+
+
+def test_tampered_or_foreign_receipt_fails():
+    key = Ed25519PrivateKey.generate()
+    header = _signed(key)
+    version, payload, signature = header.split(".")
+    forged_payload = receipt._b64e(receipt._b64d(payload).replace(b'"length":1234', b'"length":9999'))
+    for bad in (
+        f"{version}.{forged_payload}.{signature}",
+        f"{version}.{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}",
+        f"v2.{payload}.{signature}",
+        "garbage",
+    ):
+        with pytest.raises(receipt.ReceiptError):
+            receipt.verify(bad, key.public_key())
+    with pytest.raises(receipt.ReceiptError, match="does not verify"):
+        receipt.verify(header, Ed25519PrivateKey.generate().public_key())
