@@ -28,8 +28,6 @@ class KeyFileError(ValueError):
     """A key file or key string is missing, malformed or unsafely stored."""
 
 
-
-
 @dataclass(frozen=True)
 class AgeRecipient:
     """An age X25519 recipient: who can decrypt what the dock encrypts."""
@@ -156,7 +154,9 @@ def load_verify_key(path: Path) -> Ed25519PublicKey:
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -184,7 +184,12 @@ class KeygenResult:
     age_recipient: Path  # dock config: encryption.recipients
 
     def files(self) -> list[Path]:
-        return [self.server_signing_key, self.server_public_key, self.age_identity, self.age_recipient]
+        return [
+            self.server_signing_key,
+            self.server_public_key,
+            self.age_identity,
+            self.age_recipient,
+        ]
 
 
 def keygen(out_dir: Path) -> KeygenResult:
@@ -198,7 +203,9 @@ def keygen(out_dir: Path) -> KeygenResult:
     )
     existing = [p for p in result.files() if p.exists()]
     if existing:
-        raise KeyFileError(f"refusing to overwrite existing key file(s): {', '.join(map(str, existing))}")
+        raise KeyFileError(
+            f"refusing to overwrite existing key file(s): {', '.join(map(str, existing))}"
+        )
     signing = Ed25519PrivateKey.generate()
     write_private(
         result.server_signing_key,

@@ -74,8 +74,9 @@ class Receipt:
         return self.upload == upload and self.length == length and self.sha256 == sha256.lower()
 
 
-def sign(key: Ed25519PrivateKey, *, upload: str, length: int, sha256: str,
-         completed: dt.datetime) -> str:
+def sign(
+    key: Ed25519PrivateKey, *, upload: str, length: int, sha256: str, completed: dt.datetime
+) -> str:
     """Return the `Dockd-Receipt` header value for a completed upload."""
     payload = json.dumps(
         {
@@ -104,7 +105,9 @@ def verify(header_value: str, public_key: Ed25519PublicKey) -> Receipt:
     try:
         public_key.verify(signature, _CONTEXT + payload)
     except InvalidSignature:
-        raise ReceiptError("receipt signature does not verify under the configured server key") from None
+        raise ReceiptError(
+            "receipt signature does not verify under the configured server key"
+        ) from None
     try:
         fields = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
