@@ -1,0 +1,22 @@
+"""The reference ingest server (`dockd serve`): tus 1.0.0 with verified chunks and signed receipts.
+
+A tus server (core, creation, creation-with-upload, checksum sha1/sha256, termination,
+expiration) that, unlike tusd or @tus/server, verifies every chunk checksum, acknowledges bytes
+only once they are on disk, and when an upload completes signs a `Dockd-Receipt`
+(`dockd.crypto.receipt`) over the upload id, length and SHA-256 of exactly the stored bytes.
+Docks wipe a camera clip only on such a receipt.
+
+Modules, one job each:
+
+    app.py       settings, the aiohttp application, `start` / `RunningReceiver`
+    cli.py       `dockd serve` command line
+    handlers.py  HTTP ↔ registry: the tus endpoints and their status codes
+    uploads.py   in-memory upload state, locking, chunk application, completion, expiry
+    body.py      streaming a request body into the file while hashing, with idle cut-off
+    store.py     on-disk layout, durability order, crash recovery
+    threads.py   blocking disk work on worker threads, never abandoned mid-way
+    tus.py       protocol constants and strict header parsers
+    auth.py      optional bearer tokens (`--tokens`)
+
+Operator and implementer documentation: docs/RECEIVER.md.
+"""

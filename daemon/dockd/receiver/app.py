@@ -1,0 +1,253 @@
+"""The reference ingest server: settings, the aiohttp application, and running it on a socket.
+
+`create_app` wires the tus endpoints (`handlers.py`) to the upload registry (`uploads.py`) and the
+durable store (`store.py`); `start` serves it and returns a `RunningReceiver`. The application
+recovers the store when it starts, sweeps expired uploads in the background, and on shutdown cuts
+off bodies still being read so every request ends with what it durably stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dockd.crypto import receipt
+from dockd.receiver.auth import BearerAuth
+from dockd.receiver.handlers import DOCK_KEY, TusHandlers, effective_method
+from dockd.receiver.store import Store
+from dockd.receiver.threads import run_blocking
+from dockd.receiver.tus import TUS_VERSION, TusError
+from dockd.receiver.uploads import Registry
+
+log = structlog.get_logger("dockd.receiver")
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """Everything the receiver needs; `dockd serve` builds it from its command line."""
+
+    store: Path
+    signing_key: Ed25519PrivateKey
+    base_path: str = "/files/"
+    max_size: int = 1 << 40  # Tus-Max-Size
+    expire_after: float = 7 * 86400  # seconds of inactivity before an unfinished upload expires
+    max_metadata_bytes: int = 4096
+    idle_timeout: float = 60.0  # a PATCH body that stalls this long is cut off
+    tokens: Mapping[str, str] | None = None  # bearer token -> dock id; None = no token auth
+    tombstone_ttl: float = 30 * 86400  # how long an expired upload answers 410 rather than 404
+    sweep_interval: float | None = None  # None: a quarter of expire_after, at most 5 minutes
+
+    def __post_init__(self) -> None:
+        if not (self.base_path.startswith("/") and self.base_path.endswith("/")):
+            raise ValueError(f"base path must start and end with '/': {self.base_path!r}")
+        for name in ("max_size", "expire_after", "max_metadata_bytes", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def effective_sweep_interval(self) -> float:
+        if self.sweep_interval is not None:
+            return self.sweep_interval
+        return min(max(self.expire_after / 4, 0.05), 300.0)
+
+
+SETTINGS_KEY = web.AppKey("settings", ReceiverSettings)
+REGISTRY_KEY = web.AppKey("registry", Registry)
+
+
+def create_app(settings: ReceiverSettings) -> web.Application:
+    """The receiver as an aiohttp application (serve it with `start`, or aiohttp's test server)."""
+    auth = BearerAuth(settings.tokens) if settings.tokens is not None else None
+    app = web.Application(middlewares=[_tus_middleware(auth)])
+    registry = Registry(
+        Store(settings.store),
+        settings.signing_key,
+        expire_after=settings.expire_after,
+        idle_timeout=settings.idle_timeout,
+    )
+    app[SETTINGS_KEY] = settings
+    app[REGISTRY_KEY] = registry
+    handlers = TusHandlers(
+        registry,
+        base_path=settings.base_path,
+        max_size=settings.max_size,
+        max_metadata_bytes=settings.max_metadata_bytes,
+        owners_enforced=settings.tokens is not None,
+    )
+    base = settings.base_path
+    app.router.add_route("*", base, handlers.creation_endpoint)
+    if base != "/":
+        app.router.add_route("*", base.rstrip("/"), handlers.creation_endpoint)
+    app.router.add_route("*", base + "{upload_id}", handlers.upload_endpoint)
+    app.on_response_prepare.append(_add_tus_resumable)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_cut_off_bodies)
+    return app
+
+
+async def _add_tus_resumable(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Tus-Resumable"] = TUS_VERSION
+
+
+def _error_response(error: TusError) -> web.Response:
+    response = web.Response(
+        status=error.status,
+        reason="Checksum Mismatch" if error.status == 460 else None,
+        text=error.message + "\n",
+        headers=error.headers,
+    )
+    if error.close_connection:
+        response.force_close()
+    return response
+
+
+def _tus_middleware(auth: BearerAuth | None) -> Middleware:
+    """Authentication, the Tus-Resumable precondition, error responses and the access log."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        method = effective_method(request)
+        dock: str | None = None
+        try:
+            if method != "OPTIONS":  # OPTIONS is exempt from both (capability discovery)
+                if auth is not None:
+                    dock = auth.dock_for(request.headers.get("Authorization"))
+                    if dock is None:
+                        log.warning(
+                            "auth.rejected",
+                            peer=request.remote,
+                            path=request.path,
+                            presented="Authorization" in request.headers,
+                        )
+                        raise TusError(
+                            401,
+                            "missing or unknown bearer token",
+                            {"WWW-Authenticate": 'Bearer realm="dockd"'},
+                        )
+                if request.headers.get("Tus-Resumable") != TUS_VERSION:
+                    raise TusError(
+                        412, f"this server speaks tus {TUS_VERSION}", {"Tus-Version": TUS_VERSION}
+                    )
+            request[DOCK_KEY] = dock
+            response = await handler(request)
+        except TusError as exc:
+            response = _error_response(exc)
+        except web.HTTPException as exc:  # aiohttp's own 404/405 for paths outside ours
+            response = web.Response(status=exc.status, reason=exc.reason, text=exc.text)
+        except Exception:
+            log.exception("request.failed", method=method, path=request.path)
+            response = web.Response(status=500, text="internal error\n")
+        log.info(
+            "request",
+            method=method,
+            path=request.path,
+            status=response.status,
+            dock=dock,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return response
+
+    return middleware
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings, registry = app[SETTINGS_KEY], app[REGISTRY_KEY]
+    partials = await run_blocking(registry.store.recover)
+    uploads = registry.load(partials)
+    # Uploads whose bytes all arrived but whose receipt was never written (crash in between).
+    finishing = [
+        asyncio.create_task(registry.finish_pending_completion(upload))
+        for upload in uploads
+        if upload.offset == upload.length
+    ]
+    sweeper = asyncio.create_task(_sweep_forever(registry, settings))
+    log.info(
+        "receiver.ready",
+        store=str(settings.store),
+        unfinished=len(uploads),
+        receipt_key_id=receipt.key_id(settings.signing_key.public_key()),
+        auth="tokens" if settings.tokens is not None else "none",
+    )
+    yield
+    sweeper.cancel()
+    await asyncio.gather(sweeper, *finishing, return_exceptions=True)
+
+
+async def _sweep_forever(registry: Registry, settings: ReceiverSettings) -> None:
+    while True:
+        await asyncio.sleep(settings.effective_sweep_interval)
+        try:
+            await registry.sweep(tombstone_ttl=settings.tombstone_ttl)
+        except Exception:
+            log.exception("sweep.failed")
+
+
+async def _cut_off_bodies(app: web.Application) -> None:
+    registry = app[REGISTRY_KEY]
+    registry.stopping = True
+    registry.cut_all("shutdown")
+
+
+@dataclass
+class RunningReceiver:
+    """A receiver serving on a socket; `url` is the creation endpoint (POST here)."""
+
+    url: str
+    port: int
+    app: web.Application
+    _runner: web.AppRunner
+    _stopped: bool = False
+
+    @property
+    def settings(self) -> ReceiverSettings:
+        return self.app[SETTINGS_KEY]
+
+    @property
+    def registry(self) -> Registry:
+        return self.app[REGISTRY_KEY]
+
+    async def stop(self) -> None:
+        """Stop listening, end requests in flight with what they stored (idempotent)."""
+        if not self._stopped:
+            self._stopped = True
+            await self._runner.cleanup()
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+async def start(
+    settings: ReceiverSettings,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> RunningReceiver:
+    """Recover the store and serve on host:port (port 0 picks a free one)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        sock = _listen_socket(host, port)
+        site = web.SockSite(runner, sock, ssl_context=ssl_context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    actual_port = sock.getsockname()[1]
+    scheme = "https" if ssl_context is not None else "http"
+    url_host = f"[{host}]" if ":" in host else (host or "0.0.0.0")
+    url = f"{scheme}://{url_host}:{actual_port}{settings.base_path}"
+    return RunningReceiver(url, actual_port, app, runner)

@@ -1,0 +1,212 @@
+"""`dockd serve`: run the reference ingest server until SIGTERM/SIGINT.
+
+Prints one line on stdout once it listens (`dockd serve: listening on URL`), logs through
+structlog on stderr, exits 0 after a graceful stop and 78 (EX_CONFIG) on a configuration or key
+file error, with one message naming the culprit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import structlog
+
+from dockd import exitcodes, logs
+from dockd.crypto.keys import KeyFileError, load_signing_key
+from dockd.receiver.app import ReceiverSettings, start
+from dockd.receiver.auth import load_tokens
+from dockd.receiver.store import StoreError
+
+log = structlog.get_logger("dockd.receiver")
+
+_SIZE = re.compile(r"([0-9]+)([KMGT]i?B?|B)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A command-line value that cannot work (bad address, TLS files that do not load…)."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional binary suffix: 1099511627776, 1T, 256MiB, 512k."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1T, 256M, 4096)")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "")[:1].lower()]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, with an optional unit: 90, 90s, 15m, 12h, 7d."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (e.g. 7d, 12h, 90)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or :PORT (all interfaces)."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", text)
+    if match is None:
+        raise ConfigError(f"--listen must be HOST:PORT or [IPv6]:PORT, not {text!r}")
+    host = match.group(1) if match.group(1) is not None else match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ConfigError(f"--listen port out of range: {port}")
+    return host, port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `dockd serve` options."""
+    parser.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="address to serve on, e.g. 0.0.0.0:8443 (port 0: any free port)",
+    )
+    parser.add_argument(
+        "--store",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory for uploads (created if missing)",
+    )
+    parser.add_argument(
+        "--signing-key",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="Ed25519 PEM key that signs receipts (mode 0600; `dockd keygen`)",
+    )
+    parser.add_argument(
+        "--tokens",
+        type=Path,
+        metavar="FILE",
+        help="'dock-id token' lines (mode 0600): require a bearer token",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate chain"
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="PEM",
+        help="private key for --tls-cert (if not in the same file)",
+    )
+    parser.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certificates issued by this CA (needs --tls-cert)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=1 << 40,
+        metavar="BYTES",
+        help="largest upload accepted, Tus-Max-Size (default 1T)",
+    )
+    parser.add_argument(
+        "--expire-after",
+        type=parse_duration,
+        default=7 * 86400.0,
+        metavar="DURATION",
+        help="inactivity after which an unfinished upload expires (default 7d)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=parse_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="cut off a request body that stalls this long (default 60s)",
+    )
+    parser.add_argument(
+        "--base-path",
+        default="/files/",
+        metavar="PATH",
+        help="URL path of the creation endpoint (default /files/)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None:
+        if args.tls_key is not None or args.client_ca is not None:
+            raise ConfigError("--tls-key and --client-ca need --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{args.tls_cert}: cannot load TLS certificate/key: {exc}") from None
+    if args.client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=args.client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{args.client_ca}: cannot load client CA: {exc}") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
+    """Load key files and build the settings; KeyFileError/ConfigError name the culprit."""
+    try:
+        return ReceiverSettings(
+            store=args.store,
+            signing_key=load_signing_key(args.signing_key),
+            base_path=args.base_path,
+            max_size=args.max_size,
+            expire_after=args.expire_after,
+            idle_timeout=args.idle_timeout,
+            tokens=load_tokens(args.tokens) if args.tokens is not None else None,
+        )
+    except ValueError as exc:
+        if isinstance(exc, KeyFileError):
+            raise
+        raise ConfigError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `dockd serve` (wired in `dockd.cli`)."""
+    logs.configure(level=args.log_level)
+    try:
+        host, port = parse_listen(args.listen)
+        settings = settings_from_args(args)
+        ssl_context = _ssl_context(args)
+    except (KeyFileError, ConfigError) as exc:
+        print(f"dockd serve: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    return asyncio.run(_serve(settings, host, port, ssl_context))
+
+
+async def _serve(
+    settings: ReceiverSettings, host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> int:
+    try:
+        running = await start(settings, host, port, ssl_context)
+    except StoreError as exc:
+        print(f"dockd serve: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    except OSError as exc:
+        where = f"{host}:{port}" if exc.filename is None else exc.filename
+        print(f"dockd serve: cannot start on {where}: {exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"dockd serve: listening on {running.url}", flush=True)
+    await stop.wait()
+    log.info("receiver.stopping")
+    await running.stop()
+    log.info("receiver.stopped")
+    return exitcodes.OK

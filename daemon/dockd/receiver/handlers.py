@@ -1,0 +1,250 @@
+"""HTTP side of the tus endpoints: turn requests into `Registry` calls and results into responses.
+
+Routes (with the default base path)::
+
+    /files/        OPTIONS (capabilities), POST (creation, creation-with-upload)
+    /files/<id>    HEAD (offset, receipt), PATCH (append a chunk), DELETE (termination), OPTIONS
+
+`X-HTTP-Method-Override` replaces the request method everywhere (the spec says the actual
+method MUST be ignored). Every response gets `Tus-Resumable` (see `app.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from dockd.crypto import receipt
+from dockd.receiver.store import (
+    CompletedUpload,
+    CreationInfo,
+    Tombstone,
+    is_upload_id,
+    new_upload_id,
+    rfc3339,
+)
+from dockd.receiver.tus import (
+    CHECKSUM_ALGORITHMS,
+    EXTENSIONS,
+    OFFSET_CONTENT_TYPE,
+    TUS_VERSION,
+    TusError,
+    http_date,
+    parse_checksum,
+    parse_metadata,
+    parse_size,
+)
+from dockd.receiver.uploads import ChunkResult, Registry, Upload
+
+# Request key for the authenticated dock id (None without token auth). Recent aiohttp warns on
+# plain string keys; versions before RequestKey existed only have those.
+DOCK_KEY: Any = web.RequestKey("dock", str) if hasattr(web, "RequestKey") else "dockd.dock"
+
+
+def effective_method(request: web.BaseRequest) -> str:
+    return request.headers.get("X-HTTP-Method-Override", request.method).strip().upper()
+
+
+class TusHandlers:
+    """The two tus resources; one instance per application."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        base_path: str,
+        max_size: int,
+        max_metadata_bytes: int,
+        owners_enforced: bool,
+    ) -> None:
+        self._registry = registry
+        self._base_path = base_path
+        self._max_size = max_size
+        self._max_metadata_bytes = max_metadata_bytes
+        self._owners_enforced = owners_enforced
+
+    # -- routes --
+
+    async def creation_endpoint(self, request: web.Request) -> web.StreamResponse:
+        method = effective_method(request)
+        if method == "OPTIONS":
+            return self._options()
+        if method == "POST":
+            return await self._create(request)
+        raise TusError(405, f"{method} is not allowed here", {"Allow": "OPTIONS, POST"})
+
+    async def upload_endpoint(self, request: web.Request) -> web.StreamResponse:
+        method = effective_method(request)
+        if method == "OPTIONS":
+            return self._options()
+        if method not in ("HEAD", "PATCH", "DELETE"):
+            raise TusError(
+                405, f"{method} is not allowed here", {"Allow": "OPTIONS, HEAD, PATCH, DELETE"}
+            )
+        upload_id = request.match_info["upload_id"]
+        if method == "PATCH":
+            return await self._patch(request, upload_id)
+        found = await self._find(request, upload_id)
+        if method == "HEAD":
+            return await self._head(found)
+        return await self._delete(found)
+
+    # -- OPTIONS --
+
+    def _options(self) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": ",".join(EXTENSIONS),
+                "Tus-Max-Size": str(self._max_size),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            },
+        )
+
+    # -- POST --
+
+    async def _create(self, request: web.Request) -> web.Response:
+        headers = request.headers
+        if "Upload-Defer-Length" in headers:
+            raise TusError(400, "creation-defer-length is not supported: send Upload-Length")
+        if "Upload-Concat" in headers:
+            raise TusError(400, "concatenation is not supported")
+        length = parse_size("Upload-Length", headers.get("Upload-Length"))
+        if length > self._max_size:
+            raise TusError(
+                413,
+                f"Upload-Length exceeds Tus-Max-Size {self._max_size}",
+                {"Tus-Max-Size": str(self._max_size)},
+            )
+        metadata = parse_metadata(
+            headers.get("Upload-Metadata"), max_bytes=self._max_metadata_bytes
+        )
+        with_body = request.content_type == OFFSET_CONTENT_TYPE
+        if not with_body and _has_body(request):
+            # An empty body with any type is fine (aiohttp's client sends octet-stream).
+            raise TusError(415, f"a creation body needs Content-Type: {OFFSET_CONTENT_TYPE}")
+        checksum = parse_checksum(headers.get("Upload-Checksum")) if with_body else None
+        if with_body and request.content_length is not None and request.content_length > length:
+            raise TusError(413, "body is longer than Upload-Length")
+        info = CreationInfo(
+            upload=new_upload_id(),
+            length=length,
+            metadata_header=metadata.header,
+            metadata=metadata.as_text(),
+            created=rfc3339(dt.datetime.now(dt.UTC)),
+            dock=request.get(DOCK_KEY),
+        )
+        upload = await self._registry.create(info)
+        result = ChunkResult(upload.offset, upload.expires, upload.completed)
+        if with_body and upload.completed is None:
+            try:
+                result = await self._registry.apply_chunk(
+                    upload,
+                    request.content,
+                    offset=0,
+                    checksum=checksum,
+                    content_length=request.content_length,
+                )
+            except TusError:
+                # The upload exists whatever happened to the body: report how far it got,
+                # and the client continues with PATCH from there.
+                result = ChunkResult(upload.offset, upload.expires, upload.completed)
+        location = str(request.url.origin()) + self._base_path + upload.id
+        return web.Response(status=201, headers={"Location": location, **_progress_headers(result)})
+
+    # -- HEAD --
+
+    async def _head(self, found: Upload | CompletedUpload) -> web.Response:
+        headers = {"Cache-Control": "no-store"}
+        if isinstance(found, Upload):
+            if found.offset == found.length:  # a completion that failed or was interrupted
+                await self._registry.finish_pending_completion(found)
+            if found.completed is not None:
+                found_completed: CompletedUpload | None = found.completed
+            else:
+                found_completed = None
+                self._registry.start_hash_rebuild(found)  # a PATCH will probably follow
+                headers.update(
+                    {
+                        "Upload-Offset": str(found.offset),
+                        "Upload-Length": str(found.length),
+                        "Upload-Expires": http_date(found.expires),
+                    }
+                )
+                if found.info.metadata_header:
+                    headers["Upload-Metadata"] = found.info.metadata_header
+        else:
+            found_completed = found
+        if found_completed is not None:
+            headers.update(
+                {
+                    "Upload-Offset": str(found_completed.length),
+                    "Upload-Length": str(found_completed.length),
+                    receipt.HEADER: found_completed.receipt,
+                }
+            )
+            if found_completed.metadata_header:
+                headers["Upload-Metadata"] = found_completed.metadata_header
+        return web.Response(status=200, headers=headers)
+
+    # -- PATCH --
+
+    async def _patch(self, request: web.Request, upload_id: str) -> web.Response:
+        if request.content_type != OFFSET_CONTENT_TYPE:
+            raise TusError(415, f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")
+        offset = parse_size("Upload-Offset", request.headers.get("Upload-Offset"))
+        checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+        found = await self._find(request, upload_id)
+        if isinstance(found, CompletedUpload):
+            result = Registry.chunk_on_completed(found, offset, request.content_length)
+        else:
+            result = await self._registry.apply_chunk(
+                found,
+                request.content,
+                offset=offset,
+                checksum=checksum,
+                content_length=request.content_length,
+            )
+        return web.Response(status=204, headers=_progress_headers(result))
+
+    # -- DELETE --
+
+    async def _delete(self, found: Upload | CompletedUpload) -> web.Response:
+        if isinstance(found, CompletedUpload):
+            raise TusError(403, "completed uploads are kept as evidence and cannot be terminated")
+        await self._registry.terminate(found)
+        return web.Response(status=204)
+
+    # -- lookup with ownership --
+
+    async def _find(self, request: web.Request, upload_id: str) -> Upload | CompletedUpload:
+        if not is_upload_id(upload_id):
+            raise TusError(404, "no such upload")
+        found = await self._registry.find(upload_id)
+        if found is None:
+            raise TusError(404, "no such upload")
+        owner = found.info.dock if isinstance(found, Upload) else found.dock
+        if self._owners_enforced and owner != request.get(DOCK_KEY):
+            raise TusError(404, "no such upload")  # do not reveal other docks' uploads
+        if isinstance(found, Tombstone):
+            raise TusError(410, "upload expired")
+        return found
+
+
+def _has_body(request: web.Request) -> bool:
+    return bool(request.content_length) or (
+        request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "")
+    )
+
+
+def _progress_headers(result: ChunkResult) -> Mapping[str, str]:
+    headers = {"Upload-Offset": str(result.offset)}
+    if result.completed is not None:
+        headers[receipt.HEADER] = result.completed.receipt
+    else:
+        headers["Upload-Expires"] = http_date(result.expires)
+    return headers

@@ -1,0 +1,501 @@
+"""Uploads as the running server knows them, and every change to one: create, apply a chunk,
+complete (sign the receipt), terminate, expire.
+
+Unfinished uploads live in memory with their *committed* offset, which changes only after the
+store has made it durable: a HEAD reads it without waiting, so it never reports bytes that a crash
+could still take back. Every change to one upload happens under that upload's lock, so bytes of
+two requests never interleave. A newer PATCH or DELETE cuts off the body a request is still
+reading (a client resuming after a network drop is not locked out by its own dead connection),
+and requests that queued behind it give way to the newest one.
+
+Finished uploads are not kept in memory: their sidecar on disk answers for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import errno
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import StreamReader
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dockd.crypto import receipt
+from dockd.receiver.body import BodyWriter, Cutoff, Received, receive_body
+from dockd.receiver.store import (
+    CompletedUpload,
+    CreationInfo,
+    PartialState,
+    Store,
+    Tombstone,
+    rfc3339,
+)
+from dockd.receiver.threads import run_blocking
+from dockd.receiver.tus import Checksum, TusError
+
+log = structlog.get_logger("dockd.receiver")
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+# Status for a body that ended early, by reason. The client is usually gone; the connection is
+# closed either way, as the spec asks for a timeout.
+_INTERRUPTED_STATUS = {"idle": 408, "superseded": 409, "shutdown": 503, "disconnected": 400}
+
+
+@dataclass(eq=False)
+class Upload:
+    """An unfinished upload: committed state plus what coordinates requests on it."""
+
+    info: CreationInfo
+    offset: int  # committed: durable and acknowledged (or acknowledgeable)
+    expires: float  # unix time after which the upload is gone (410)
+    hasher: Any | None = None  # sha256 of [0, offset); None until rebuilt after a restart
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cutoff: Cutoff | None = None  # the body being read, if any
+    generation: int = 0  # bumped by each PATCH/DELETE; the newest one wins
+    completed: CompletedUpload | None = None  # set once finished (for requests that waited)
+    gone: str | None = None  # "expired" or "terminated" (for requests that waited)
+    rebuild: asyncio.Task[Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.info.upload
+
+    @property
+    def length(self) -> int:
+        return self.info.length
+
+    def supersede(self) -> int:
+        """Register a newer request that will change this upload; cut off the body being read."""
+        self.generation += 1
+        if self.cutoff is not None:
+            self.cutoff.cut("superseded")
+        return self.generation
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """The upload after a chunk was applied."""
+
+    offset: int
+    expires: float
+    completed: CompletedUpload | None
+
+
+def _now_rfc3339() -> str:
+    return rfc3339(dt.datetime.now(dt.UTC))
+
+
+def _disk_error(exc: OSError, upload: Upload, offset: int) -> TusError:
+    headers = {"Upload-Offset": str(offset)}
+    if exc.errno in _DISK_FULL:
+        log.error("upload.disk_full", upload=upload.id, offset=offset)
+        return TusError(
+            507, "insufficient storage: the chunk was not stored", headers, close_connection=True
+        )
+    log.error("upload.disk_error", upload=upload.id, offset=offset, error=str(exc))
+    return TusError(500, "storage error: the chunk was not stored", headers, close_connection=True)
+
+
+class Registry:
+    """All unfinished uploads, and the operations that change an upload."""
+
+    def __init__(
+        self,
+        store: Store,
+        signing_key: Ed25519PrivateKey,
+        *,
+        expire_after: float,
+        idle_timeout: float,
+    ) -> None:
+        self.store = store
+        self._signing_key = signing_key
+        self._expire_after = expire_after
+        self._idle_timeout = idle_timeout
+        self._uploads: dict[str, Upload] = {}
+        self.stopping = False
+
+    # -- lookup --
+
+    def load(self, partials: Iterable[PartialState]) -> list[Upload]:
+        loaded = [Upload(p.info, p.offset, p.expires) for p in partials]
+        for upload in loaded:
+            self._uploads[upload.id] = upload
+        return loaded
+
+    def unfinished(self) -> list[Upload]:
+        return list(self._uploads.values())
+
+    def busy(self, upload_id: str) -> bool:
+        """True while a request is changing this upload (tests wait on it instead of sleeping)."""
+        upload = self._uploads.get(upload_id)
+        return upload is not None and upload.lock.locked()
+
+    async def find(self, upload_id: str) -> Upload | CompletedUpload | Tombstone | None:
+        """The upload with this (validated) id in whatever state it is, or None if unknown."""
+        upload = self._uploads.get(upload_id)
+        if upload is not None:
+            if self._is_expired(upload, time.time()):
+                await self.expire(upload)
+                return Tombstone(upload.id, "expired", time.time(), upload.info.dock)
+            return upload
+        completed = await asyncio.to_thread(self.store.load_completed, upload_id)
+        if completed is not None:
+            return completed
+        return await asyncio.to_thread(self.store.load_tombstone, upload_id)
+
+    @staticmethod
+    def _is_expired(upload: Upload, now: float) -> bool:
+        """Idle past its expiry, and not merely waiting for its receipt: an upload whose bytes
+        all arrived never expires (completion is retried instead)."""
+        return upload.expires <= now and not upload.lock.locked() and upload.offset < upload.length
+
+    def cut_all(self, reason: str) -> None:
+        """Cut off every body being read (server shutdown): what arrived is kept or discarded
+        exactly as for a client that went away."""
+        for upload in self._uploads.values():
+            if upload.cutoff is not None:
+                upload.cutoff.cut(reason)
+
+    # -- the running SHA-256 of the whole upload --
+
+    def start_hash_rebuild(self, upload: Upload) -> None:
+        """After a restart, start re-reading the committed prefix to rebuild the running hash
+        (hashlib state cannot be persisted); a no-op when the hash is already there."""
+        if upload.hasher is not None or upload.rebuild is not None:
+            return
+        if upload.offset == 0:
+            upload.hasher = hashlib.sha256()
+            return
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self.store.hash_prefix, upload.id, upload.offset)
+        )
+        upload.rebuild = task
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            upload.rebuild = None
+            if finished.cancelled():
+                return
+            if finished.exception() is not None:
+                log.error(
+                    "upload.hash_rebuild_failed", upload=upload.id, error=str(finished.exception())
+                )
+            elif upload.hasher is None:
+                upload.hasher = finished.result()
+
+        task.add_done_callback(done)
+        log.info("upload.hash_rebuild", upload=upload.id, offset=upload.offset)
+
+    async def running_hash(self, upload: Upload) -> Any:
+        self.start_hash_rebuild(upload)
+        if upload.hasher is None:
+            assert upload.rebuild is not None
+            upload.hasher = await asyncio.shield(upload.rebuild)
+        return upload.hasher
+
+    # -- changes --
+
+    async def create(self, info: CreationInfo) -> Upload:
+        """Durably create an upload; a zero-length one completes at once."""
+        expires = time.time() + self._expire_after
+        try:
+            await run_blocking(self.store.create, info, expires)
+        except OSError as exc:
+            raise _disk_error(exc, Upload(info, 0, expires), 0) from None
+        upload = Upload(info, 0, expires, hasher=hashlib.sha256())
+        self._uploads[upload.id] = upload
+        log.info(
+            "upload.created",
+            upload=upload.id,
+            length=info.length,
+            dock=info.dock,
+            metadata_keys=sorted(info.metadata),
+        )
+        if info.length == 0:
+            async with upload.lock:
+                await self._complete(upload)
+        return upload
+
+    async def apply_chunk(
+        self,
+        upload: Upload,
+        content: StreamReader,
+        *,
+        offset: int,
+        checksum: Checksum | None,
+        content_length: int | None,
+    ) -> ChunkResult:
+        """Apply one PATCH body at `offset`; raise TusError for every refusal.
+
+        Acknowledgeable only once this returns: the bytes are synced and the offset committed.
+        """
+        generation = upload.supersede()
+        async with upload.lock:
+            self._check_still_current(upload, generation)
+            if upload.completed is not None:
+                return self.chunk_on_completed(upload.completed, offset, content_length)
+            if offset != upload.offset:
+                raise TusError(
+                    409,
+                    f"Upload-Offset {offset} does not match the upload's offset",
+                    {"Upload-Offset": str(upload.offset)},
+                )
+            remaining = upload.length - offset
+            if content_length is not None and content_length > remaining:
+                raise TusError(
+                    413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
+                )
+            whole = (await self.running_hash(upload)).copy()
+            chunk_hasher = checksum.new_hasher() if checksum is not None else None
+            hashers = [whole] if chunk_hasher is None else [whole, chunk_hasher]
+            try:
+                fd = await run_blocking(self.store.open_data, upload.id)
+            except OSError as exc:
+                raise _disk_error(exc, upload, upload.offset) from None
+            try:
+                received = await self._receive(upload, generation, fd, content, hashers, remaining)
+                await self._refuse_bad_chunk(upload, fd, received, checksum, chunk_hasher)
+                if received.count or not received.interrupted:
+                    await self._commit(upload, fd, offset + received.count, whole)
+            finally:
+                os.close(fd)
+            if received.interrupted:
+                log.info(
+                    "upload.body_interrupted",
+                    upload=upload.id,
+                    reason=received.interrupted,
+                    kept=received.count,
+                )
+                raise TusError(
+                    _INTERRUPTED_STATUS[received.interrupted],
+                    f"body ended early ({received.interrupted}); kept what arrived",
+                    {"Upload-Offset": str(upload.offset)},
+                    close_connection=True,
+                )
+            if upload.offset == upload.length:
+                await self._complete_or_report(upload)
+            return ChunkResult(upload.offset, upload.expires, upload.completed)
+
+    def _check_still_current(self, upload: Upload, generation: int) -> None:
+        if upload.gone == "expired":
+            raise TusError(410, "upload expired")
+        if upload.gone is not None:
+            raise TusError(404, "no such upload")
+        if self.stopping:
+            raise TusError(503, "server is shutting down", {"Upload-Offset": str(upload.offset)})
+        if generation != upload.generation:
+            raise TusError(
+                409,
+                "superseded by a newer request for this upload",
+                {"Upload-Offset": str(upload.offset)},
+            )
+
+    @staticmethod
+    def chunk_on_completed(
+        record: CompletedUpload, offset: int, content_length: int | None
+    ) -> ChunkResult:
+        """A PATCH to a finished upload: only an empty one at its end succeeds (idempotent)."""
+        if offset != record.length:
+            raise TusError(409, "upload is complete", {"Upload-Offset": str(record.length)})
+        if content_length != 0:
+            raise TusError(413, "upload is complete", {"Upload-Offset": str(record.length)})
+        return ChunkResult(record.length, 0.0, record)
+
+    async def _receive(
+        self,
+        upload: Upload,
+        generation: int,
+        fd: int,
+        content: StreamReader,
+        hashers: list[Any],
+        limit: int,
+    ) -> Received:
+        cutoff = Cutoff(self._idle_timeout)
+        upload.cutoff = cutoff
+        # A newer request or a shutdown may have come while this one waited for the hash
+        # rebuild, before it had a cutoff to trigger: honour it now.
+        if generation != upload.generation:
+            cutoff.cut("superseded")
+        elif self.stopping:
+            cutoff.cut("shutdown")
+        try:
+            return await receive_body(
+                content, cutoff, BodyWriter(fd, upload.offset, hashers), limit=limit
+            )
+        except OSError as exc:
+            await self._discard(upload, fd)
+            raise _disk_error(exc, upload, upload.offset) from None
+        finally:
+            upload.cutoff = None
+
+    async def _refuse_bad_chunk(
+        self,
+        upload: Upload,
+        fd: int,
+        received: Received,
+        checksum: Checksum | None,
+        chunk_hasher: Any,
+    ) -> None:
+        """Discard the chunk and raise if it went past the length or fails its checksum.
+
+        A checksummed body that ended early cannot be verified, so none of it counts; a body
+        without a checksum keeps what arrived (the spec asks to store as much as possible).
+        """
+        headers = {"Upload-Offset": str(upload.offset)}
+        if received.too_long:
+            await self._discard(upload, fd)
+            raise TusError(413, "chunk goes past Upload-Length", headers)
+        if checksum is None:
+            return
+        if received.interrupted:
+            await self._discard(upload, fd)
+            log.info(
+                "upload.unverifiable_chunk_discarded", upload=upload.id, reason=received.interrupted
+            )
+            raise TusError(
+                _INTERRUPTED_STATUS[received.interrupted],
+                f"body ended early ({received.interrupted}); a checksummed chunk must arrive whole",
+                headers,
+                close_connection=True,
+            )
+        if chunk_hasher.digest() != checksum.digest:
+            await self._discard(upload, fd)
+            log.warning(
+                "upload.checksum_mismatch",
+                upload=upload.id,
+                offset=upload.offset,
+                algorithm=checksum.algorithm,
+                received=received.count,
+            )
+            raise TusError(460, f"{checksum.algorithm} checksum mismatch: chunk discarded", headers)
+
+    async def _discard(self, upload: Upload, fd: int) -> None:
+        try:
+            await run_blocking(self.store.discard_after, fd, upload.offset)
+        except OSError as exc:  # recovery truncates on the next start; completion trims too
+            log.error("upload.truncate_failed", upload=upload.id, error=str(exc))
+
+    async def _commit(self, upload: Upload, fd: int, new_offset: int, whole: Any) -> None:
+        expires = time.time() + self._expire_after
+
+        def sync_and_commit() -> None:
+            self.store.sync_data(fd)
+            self.store.commit(upload.id, new_offset, expires)
+
+        try:
+            await run_blocking(sync_and_commit)
+        except OSError as exc:
+            await self._discard(upload, fd)
+            raise _disk_error(exc, upload, upload.offset) from None
+        upload.offset, upload.hasher, upload.expires = new_offset, whole, expires
+
+    async def _complete_or_report(self, upload: Upload) -> None:
+        try:
+            await self._complete(upload)
+        except OSError as exc:
+            error = _disk_error(exc, upload, upload.offset)
+            raise TusError(
+                error.status,
+                "all bytes stored, but the receipt could not be written yet; HEAD retries",
+                error.headers,
+            ) from None
+
+    async def _complete(self, upload: Upload) -> None:
+        """Sign the receipt and move the upload into complete/. Caller holds the lock."""
+        digest = (await self.running_hash(upload)).hexdigest()
+        completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        header = receipt.sign(
+            self._signing_key,
+            upload=upload.id,
+            length=upload.length,
+            sha256=digest,
+            completed=completed_at,
+        )
+        info = upload.info
+        record = CompletedUpload(
+            upload=upload.id,
+            length=upload.length,
+            sha256=digest,
+            receipt=header,
+            completed=rfc3339(completed_at),
+            metadata=info.metadata,
+            metadata_header=info.metadata_header,
+            created=info.created,
+            dock=info.dock,
+        )
+        await run_blocking(self.store.complete, record)
+        upload.completed = record
+        self._uploads.pop(upload.id, None)
+        log.info(
+            "upload.completed",
+            upload=upload.id,
+            length=upload.length,
+            sha256=digest,
+            dock=info.dock,
+        )
+
+    async def finish_pending_completion(self, upload: Upload) -> CompletedUpload | None:
+        """Complete an upload whose bytes are all committed but whose completion failed or was
+        interrupted before the receipt was written (HEAD and startup call this)."""
+        if upload.completed is not None or upload.offset != upload.length:
+            return upload.completed
+        async with upload.lock:
+            if upload.completed is None and upload.gone is None:
+                try:
+                    await self._complete(upload)
+                except OSError as exc:
+                    log.error("upload.completion_failed", upload=upload.id, error=str(exc))
+        return upload.completed
+
+    async def terminate(self, upload: Upload) -> None:
+        """DELETE of an unfinished upload: remove its data; later requests get 404."""
+        generation = upload.supersede()
+        async with upload.lock:
+            self._check_still_current(upload, generation)
+            if upload.completed is not None:
+                raise _completed_refusal()
+            upload.gone = "terminated"
+            self._uploads.pop(upload.id, None)
+            await run_blocking(self.store.remove_partial, upload.id)
+        log.info("upload.terminated", upload=upload.id, offset=upload.offset)
+
+    async def expire(self, upload: Upload) -> None:
+        """Remove an unfinished upload whose time ran out, leaving a tombstone (410)."""
+        async with upload.lock:
+            if upload.gone is not None or upload.completed is not None:
+                return
+            upload.gone = "expired"
+            self._uploads.pop(upload.id, None)
+
+            def remove() -> None:
+                try:
+                    self.store.write_tombstone(upload.id, "expired", upload.info.dock)
+                finally:
+                    self.store.remove_partial(upload.id)
+
+            try:
+                await run_blocking(remove)
+            except OSError as exc:
+                log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
+        log.info("upload.expired", upload=upload.id, offset=upload.offset, length=upload.length)
+
+    async def sweep(self, *, tombstone_ttl: float) -> None:
+        """Expire idle unfinished uploads and forget old tombstones."""
+        now = time.time()
+        for upload in self.unfinished():
+            if self._is_expired(upload, now):
+                await self.expire(upload)
+        removed = await asyncio.to_thread(self.store.sweep_tombstones, now - tombstone_ttl)
+        if removed:
+            log.info("store.tombstones_removed", count=removed)
+
+
+def _completed_refusal() -> TusError:
+    return TusError(403, "completed uploads are kept as evidence and cannot be terminated")
