@@ -483,6 +483,7 @@ class _BayTracker:
             root=self._source.bays_dir / look.name,
             session=new_session(),
             officer=identity.officer,
+            reserved=frozenset({os.fsencode(self._source.identity_file)}),
         )
         self._docked[look.name] = _Docking(look.dir_key, identity, camera)
         log.info(

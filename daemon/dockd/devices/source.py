@@ -25,6 +25,9 @@ class DockedCamera:
     root: Path  # directory where the camera's storage is (mounted)
     session: str  # random id, new for every docking (a re-dock gets a new one)
     officer: str | None = None
+    # Paths under `root` that belong to the dock, not the camera (the bay folder's identity
+    # file): never taken as clips, whatever the model's globs say.
+    reserved: frozenset[bytes] = frozenset()
 
 
 def new_session() -> str:

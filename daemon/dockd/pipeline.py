@@ -1,0 +1,275 @@
+"""One clip through the state machine: hash → create upload → send → confirm → wipe.
+
+Each step ends in exactly one journal transition. Failures end in a state that says why:
+QUARANTINED for unsafe or changed camera input (an operator must look), FAILED with a retry time
+for anything transient (server, network), and no transition at all when the camera was pulled out
+(the journal already says where to resume when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import aiohttp
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from dockd import clipio
+from dockd.config import Settings
+from dockd.confirm import ConfirmationMismatch, NotConfirmed, confirm, recheck
+from dockd.crypto import age
+from dockd.devices.camera import ClipReplaced, FileIdentity, UnsafeFile, display_path, wipe_clip
+from dockd.devices.source import DockedCamera
+from dockd.journal import ClipRecord, Journal, State
+from dockd.progress import ProgressBoard
+from dockd.transport import tus
+
+log = structlog.get_logger()
+
+# How long to wait before asking a server again for a receipt it did not give.
+CONFIRM_RECHECK_SECONDS = 300.0
+
+
+@dataclass
+class PipelineContext:
+    settings: Settings
+    journal: Journal
+    client: tus.TusClient
+    server_key: Ed25519PublicKey | None
+    progress: ProgressBoard
+
+
+def wire_metadata(clip: ClipRecord, dock_id: str) -> dict[str, str]:
+    """The tus Upload-Metadata for a clip (keys documented in the README)."""
+    path = display_path(clip.rel_path)
+    metadata = {
+        "filename": PurePosixPath(path).name,
+        "path": path,
+        "camera": clip.camera,
+        "model": clip.model,
+        "bay": clip.bay,
+        "dock": dock_id,
+        "sha256": clip.plaintext_sha256 or "",
+        "size": str(clip.size),
+        "recorded_at": clip.recorded_at,
+        "evidence": "true" if clip.evidence else "false",
+        "encryption": "age-v1",
+    }
+    officer = clip.metadata.get("officer")
+    if isinstance(officer, str) and officer:
+        metadata["officer"] = officer
+    return metadata
+
+
+def _identity(clip: ClipRecord) -> FileIdentity:
+    return FileIdentity(dev=clip.dev, ino=clip.ino, size=clip.size, mtime_ns=clip.mtime_ns)
+
+
+def _backoff(ctx: PipelineContext, attempts: int, hint: float | None) -> float:
+    up = ctx.settings.upload
+    wait = min(up.failure_backoff_max, up.failure_backoff * (2 ** min(attempts, 16)))
+    wait = wait * (0.75 + random.random() / 2)  # noqa: S311 - jitter, not security
+    return max(wait, hint or 0.0)
+
+
+async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> None:
+    """Take one clip as far as it can go now. Cancellation (undock, shutdown) is always safe."""
+    journal = ctx.journal
+    clip = journal.get(clip_id)
+    bound = log.bind(
+        clip=clip_id, camera=clip.camera, bay=camera.bay, path=display_path(clip.rel_path)
+    )
+    stop = threading.Event()
+    try:
+        if clip.state is State.FAILED:
+            clip = journal.resume_failed(clip_id)
+        for _step in range(12):  # every step moves forward; the bound only guards against a bug
+            if clip.state is State.DISCOVERED:
+                clip = await _hash(ctx, clip, camera, stop)
+            elif clip.state is State.HASHED:
+                clip = await _create(ctx, clip)
+            elif clip.state is State.UPLOADING:
+                clip = await _upload(ctx, clip, camera)
+            elif clip.state is State.UPLOADED:
+                clip = await _confirm(ctx, clip)
+                if clip.state is State.UPLOADED:
+                    return  # waiting for the server; the reason is noted
+            elif clip.state is State.CONFIRMED:
+                clip = await _wipe(ctx, clip, camera, stop)
+            else:
+                return
+        bound.error("clip.no_progress", state=clip.state.value)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    except (UnsafeFile, clipio.ClipChangedError, ClipReplaced, ConfirmationMismatch) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        bound.warning("clip.quarantined", reason=reason)
+        journal.quarantine(clip_id, reason)
+    except NotConfirmed as exc:
+        bound.warning("clip.not_confirmed", reason=str(exc))
+        journal.note(clip_id, str(exc), time.time() + CONFIRM_RECHECK_SECONDS)
+    except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
+        hint = getattr(exc, "retry_after", None)
+        current = journal.get(clip_id)
+        wait = _backoff(ctx, current.attempts, hint)
+        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, tus.TusError) else str(exc)
+        bound.warning("clip.failed", reason=reason, retry_in=round(wait, 1))
+        journal.mark_failed(clip_id, reason, time.time() + wait)
+    except OSError as exc:
+        if not camera.root.exists():
+            bound.info("clip.interrupted", reason="camera storage went away")
+            return
+        reason = f"unreadable on camera: {exc.strerror or exc}"
+        bound.warning("clip.quarantined", reason=reason)
+        journal.quarantine(clip_id, reason)
+    finally:
+        stop.set()
+        ctx.progress.remove(clip_id)
+
+
+async def _hash(
+    ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera, stop: threading.Event
+) -> ClipRecord:
+    entry = ctx.progress.stage(
+        clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "hashing", clip.size
+    )
+    prepared = await asyncio.to_thread(
+        clipio.prepare,
+        camera.root,
+        clip.rel_path,
+        _identity(clip),
+        ctx.settings.recipients,
+        stop,
+        lambda done: setattr(entry, "done", done),
+    )
+    log.info(
+        "clip.hashed",
+        clip=clip.id,
+        camera=clip.camera,
+        sha256=prepared.plaintext_sha256,
+        size=clip.size,
+    )
+    return ctx.journal.mark_hashed(
+        clip.id,
+        plaintext_sha256=prepared.plaintext_sha256,
+        ciphertext_sha256=prepared.ciphertext_sha256,
+        ciphertext_length=prepared.ciphertext_length,
+        age_header=prepared.age_header,
+        secrets=prepared.secrets,
+    )
+
+
+async def _create(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
+    assert clip.ciphertext_length is not None
+    url = await ctx.client.create(clip.ciphertext_length, wire_metadata(clip, ctx.settings.dock.id))
+    log.info("clip.upload_created", clip=clip.id, camera=clip.camera, upload=url)
+    return ctx.journal.mark_uploading(clip.id, url)
+
+
+async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) -> ClipRecord:
+    assert clip.upload_url and clip.age_header is not None and clip.ciphertext_length is not None
+    secrets = age.EncryptionSecrets.from_bytes(ctx.journal.secrets(clip.id))
+    header, length = clip.age_header, clip.ciphertext_length
+    entry = ctx.progress.stage(
+        clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "uploading", length
+    )
+    last = 0
+
+    def open_stream(start: int):
+        return clipio.ciphertext_stream(
+            camera.root,
+            clip.rel_path,
+            _identity(clip),
+            header,
+            secrets,
+            start,
+            ctx.settings.upload.chunk_size,
+        )
+
+    def on_progress(offset: int) -> None:
+        nonlocal last
+        if offset > last:
+            ctx.progress.bytes_uploaded += offset - last
+        last = entry.done = offset
+
+    try:
+        await tus.send(ctx.client, clip.upload_url, length, open_stream, on_progress)
+    except tus.UploadGone as exc:
+        log.warning("clip.upload_gone", clip=clip.id, upload=clip.upload_url, reason=str(exc))
+        return ctx.journal.forget_upload(clip.id, f"server lost the upload: {exc}")
+    log.info("clip.uploaded", clip=clip.id, camera=clip.camera, bytes=length)
+    return ctx.journal.mark_uploaded(clip.id)
+
+
+async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
+    assert clip.upload_url
+    ctx.progress.stage(clip.id, clip.camera, clip.bay, display_path(clip.rel_path), "confirming", 1)
+    try:
+        state = await ctx.client.head(clip.upload_url)
+    except tus.UploadGone as exc:
+        return ctx.journal.forget_upload(clip.id, f"server lost the finished upload: {exc}")
+    record = confirm(ctx.settings.server.confirm, state, clip, ctx.server_key)
+    confirmed = ctx.journal.mark_confirmed(clip.id, record)
+    log.info(
+        "clip.confirmed",
+        clip=clip.id,
+        camera=clip.camera,
+        policy=record["policy"],
+        upload=clip.upload_url,
+    )
+    return confirmed
+
+
+async def _wipe(
+    ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera, stop: threading.Event
+) -> ClipRecord:
+    # Read back what the journal durably holds: the wipe acts on the committed record only.
+    clip = ctx.journal.get(clip.id)
+    if clip.state is not State.CONFIRMED:
+        return clip
+    recheck(clip, ctx.server_key)
+    ctx.progress.stage(clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "wiping", 1)
+    expected = _identity(clip)
+    if clip.session != camera.session:
+        # Re-docked since the clip was read: inode numbers are not comparable across mounts, so
+        # prove the file is the same by its content before removing it.
+        try:
+            current, digest = await asyncio.to_thread(
+                clipio.rehash, camera.root, clip.rel_path, stop
+            )
+        except FileNotFoundError:
+            return _already_gone(ctx, clip)
+        if digest != clip.plaintext_sha256 or current.size != clip.size:
+            raise ClipReplaced(
+                "file on the camera is not the one uploaded (content differs after re-dock); "
+                "not wiped, the server copy is kept"
+            )
+        expected = current
+    try:
+        await asyncio.to_thread(wipe_clip, camera.root, clip.rel_path, expected)
+    except FileNotFoundError:
+        return _already_gone(ctx, clip)
+    log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
+    return ctx.journal.mark_wiped(clip.id)
+
+
+def _already_gone(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
+    # The server holds the confirmed copy; the camera file is gone (e.g. a crash after the unlink
+    # and before the journal said WIPED). Nothing is lost: record it as wiped, and say so.
+    log.info("clip.wiped", clip=clip.id, camera=clip.camera, note="already gone from the camera")
+    return ctx.journal.mark_wiped(clip.id)
+
+
+def utc_iso(ns: int) -> str:
+    return (
+        dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )

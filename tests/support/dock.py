@@ -1,0 +1,223 @@
+"""Test support for the dock side: bays with clips, config files, a `dockd run` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dockd import config
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """Just enough TOML for dockd configs: tables of scalars/lists and arrays of tables."""
+    lines: list[str] = []
+    for name, table in data.items():
+        tables = table if isinstance(table, list) else [table]
+        for item in tables:
+            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
+            lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def dock_config(
+    workdir: Path,
+    server_url: str,
+    recipient: str,
+    *,
+    public_key: Path | None,
+    confirm: str = "receipt",
+    chunk_size: int = 256 * 1024,
+    max_parallel: int = 4,
+    **upload: Any,
+) -> dict[str, Any]:
+    server: dict[str, Any] = {"url": server_url, "confirm": confirm}
+    if public_key is not None:
+        server["receipt_public_key"] = str(public_key)
+    return {
+        "dock": {"id": "test-dock", "state_dir": str(workdir / "state")},
+        "server": server,
+        "encryption": {"recipients": [recipient]},
+        "upload": {
+            "chunk_size": chunk_size,
+            "max_parallel": max_parallel,
+            "retry_attempts": 3,
+            "retry_initial": 0.05,
+            "retry_max": 0.5,
+            "failure_backoff": 0.2,
+            "failure_backoff_max": 1.0,
+            **upload,
+        },
+        "camera_models": [
+            {"name": "cam", "clip_globs": ["DCIM/**/*.MP4"], "sidecar": "{stem}.json"}
+        ],
+        "discovery": {"scan_interval": 0.1, "settle_time": 0.1},
+        "bays": {"folder": str(workdir / "bays")},
+    }
+
+
+def settings_from(workdir: Path, data: dict[str, Any]) -> config.Settings:
+    return config.load(write_toml(workdir / "dockd.toml", data))
+
+
+def make_bay(
+    bays: Path,
+    bay: str,
+    serial: str,
+    clips: dict[str, bytes | int],
+    *,
+    sidecars: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, str]:
+    """Create a bay folder (clips first, camera.json last). Returns rel path → plaintext sha256.
+
+    An int instead of bytes makes a pseudo-random clip of that size without holding it twice.
+    """
+    staging = bays / f".{bay}.staging"
+    digests: dict[str, str] = {}
+    for rel, content in clips.items():
+        path = staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with path.open("wb") as handle:
+            if isinstance(content, bytes):
+                handle.write(content)
+                digest.update(content)
+            else:
+                seed = hashlib.sha256(f"{serial}/{rel}".encode()).digest()
+                remaining = content
+                counter = 0
+                while remaining:
+                    block = hashlib.sha512(seed + counter.to_bytes(8, "big")).digest() * 2048
+                    block = block[: min(remaining, len(block))]
+                    handle.write(block)
+                    digest.update(block)
+                    remaining -= len(block)
+                    counter += 1
+        digests[rel] = digest.hexdigest()
+    for rel, data in (sidecars or {}).items():
+        (staging / rel).write_text(json.dumps(data))
+    (staging / "camera.json").write_text(json.dumps({"serial": serial, "model": "cam"}))
+    staging.rename(bays / bay)
+    return digests
+
+
+def journal_rows(state_dir: Path) -> list[dict[str, Any]]:
+    """Read the journal from outside the daemon (read-only; the daemon may be writing)."""
+    path = state_dir / "journal.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM clips ORDER BY id")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def stored_objects(store: Path) -> list[dict[str, Any]]:
+    """The receiver's completed uploads: sidecar dicts with the data path added."""
+    out = []
+    for sidecar in sorted((store / "complete").glob("*.json")):
+        meta = json.loads(sidecar.read_text())
+        meta["data_path"] = sidecar.with_suffix(".bin")
+        out.append(meta)
+    return out
+
+
+def decrypt_sha256(path: Path, identity_file: Path) -> str:
+    """SHA-256 of what the real `age` CLI decrypts the stored object to."""
+    proc = subprocess.run(
+        ["age", "-d", "-i", str(identity_file), str(path)], capture_output=True, check=True
+    )
+    return hashlib.sha256(proc.stdout).hexdigest()
+
+
+async def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class DaemonProcess:
+    """`dockd run --config PATH` as a real process, for kill -9 tests."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dockd.cli",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--log-format",
+                "json",
+            ],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
