@@ -1,0 +1,1 @@
+"""Operator-facing status: `dockctl` (and, later, the control socket and metrics)."""
