@@ -1,0 +1,1 @@
+"""Test support: real peers (receiver, node tus peers) started for tests."""
