@@ -35,8 +35,17 @@ from multidict import CIMultiDict
 _HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Host", "TE",
-        "Trailer", "Upgrade", "Proxy-Authorization", "Proxy-Connection", "Content-Encoding",
+        "Connection",
+        "Keep-Alive",
+        "Transfer-Encoding",
+        "Content-Length",
+        "Host",
+        "TE",
+        "Trailer",
+        "Upgrade",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Content-Encoding",
     )
 )
 # A client that gave up hangs up within its own timeout; this only bounds a broken test.

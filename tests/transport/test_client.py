@@ -107,9 +107,7 @@ async def test_metadata_round_trips_into_the_receivers_sidecar(
     assert proxy.requests("POST")[0].headers["Upload-Metadata"] == sidecar["metadata_header"]
 
 
-async def test_capabilities_are_read_once_and_cached(
-    client: TusClient, proxy: FaultProxy
-) -> None:
+async def test_capabilities_are_read_once_and_cached(client: TusClient, proxy: FaultProxy) -> None:
     caps = await client.capabilities()
     await client.create(1, {})
     await client.capabilities()
@@ -155,9 +153,7 @@ async def test_patch_at_a_wrong_offset_is_an_offset_conflict_and_stores_nothing(
     assert await client.patch(url, 0, b"y" * 10) == 10
 
 
-async def test_unknown_and_terminated_uploads_are_gone(
-    client: TusClient, endpoint: str
-) -> None:
+async def test_unknown_and_terminated_uploads_are_gone(client: TusClient, endpoint: str) -> None:
     unknown = endpoint + "A" * 32
     with pytest.raises(UploadGone) as gone:
         await client.head(unknown)

@@ -112,9 +112,7 @@ async def test_a_chunk_damaged_in_flight_is_refused_and_sent_again(
     assert [p.offset for p in proxy.requests("PATCH")] == [0, MIB, MIB, 2 * MIB]
 
 
-async def test_checksum_mismatch_every_time_gives_up(
-    client: TusClient, proxy: FaultProxy
-) -> None:
+async def test_checksum_mismatch_every_time_gives_up(client: TusClient, proxy: FaultProxy) -> None:
     url = await client.create(1000, {})
     proxy.queue("PATCH", *[Corrupt()] * FAST.attempts)
     with pytest.raises(ServerUnavailable, match="460"):
@@ -156,9 +154,7 @@ async def test_an_unreachable_server_is_unavailable_after_the_configured_attempt
 
 
 @pytest.mark.parametrize("status", [400, 403, 413, 415])
-async def test_refusals_are_not_retried(
-    client: TusClient, proxy: FaultProxy, status: int
-) -> None:
+async def test_refusals_are_not_retried(client: TusClient, proxy: FaultProxy, status: int) -> None:
     url = await client.create(10, {})
     proxy.queue("PATCH", Answer(status))
     with pytest.raises(ServerRejected) as refused:

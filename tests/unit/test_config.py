@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dockd import config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +72,7 @@ def test_errors_name_file_key_and_problem(tmp_path, edit, key, words):
 
 def test_receipt_policy_needs_a_server_key(tmp_path):
     path = _write(tmp_path, MINIMAL.replace('receipt_public_key = "server.pub"\n', ""))
-    with pytest.raises(config.ConfigError, match="receipt_public_key.*required"):
+    with pytest.raises(config.ConfigError, match=r"receipt_public_key.*required"):
         config.load(path)
 
 
@@ -86,14 +85,22 @@ def test_syntax_error_and_missing_file(tmp_path):
 
 def test_dockd_run_exits_78_on_bad_config(tmp_path):
     path = _write(tmp_path, MINIMAL.replace('id = "d1"', 'id = "has spaces"'))
-    proc = subprocess.run([sys.executable, "-m", "dockd.cli", "run", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockd.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 78
     assert "dock.id" in proc.stderr and str(path) in proc.stderr
 
 
 def test_dockd_run_exits_78_on_missing_server_key(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dockd.cli", "run", "--config",
-                           str(_write(tmp_path, MINIMAL))], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockd.cli", "run", "--config", str(_write(tmp_path, MINIMAL))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 78
     assert "server.pub" in proc.stderr

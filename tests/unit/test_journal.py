@@ -3,19 +3,36 @@
 import sqlite3
 
 import pytest
-
 from dockd.journal import Journal, JournalError, NewClip, State
 
 
 def _new(path=b"DCIM/A.MP4", size=10, mtime=1, evidence=False, camera="CAM1"):
-    return NewClip(camera=camera, model="m", bay="bay-1", rel_path=path, size=size, mtime_ns=mtime,
-                   dev=1, ino=2, session="s1", evidence=evidence, recorded_at="2026-01-01T00:00:00Z",
-                   recorded_at_source="mtime", metadata={})
+    return NewClip(
+        camera=camera,
+        model="m",
+        bay="bay-1",
+        rel_path=path,
+        size=size,
+        mtime_ns=mtime,
+        dev=1,
+        ino=2,
+        session="s1",
+        evidence=evidence,
+        recorded_at="2026-01-01T00:00:00Z",
+        recorded_at_source="mtime",
+        metadata={},
+    )
 
 
 def _to_confirmed(journal, clip_id):
-    journal.mark_hashed(clip_id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
-                        ciphertext_length=300, age_header=b"hdr", secrets=b"k" * 32)
+    journal.mark_hashed(
+        clip_id,
+        plaintext_sha256="a" * 64,
+        ciphertext_sha256="b" * 64,
+        ciphertext_length=300,
+        age_header=b"hdr",
+        secrets=b"k" * 32,
+    )
     journal.mark_uploading(clip_id, "http://x/files/u")
     journal.mark_uploaded(clip_id)
     return journal.mark_confirmed(clip_id, {"policy": "offset", "length": 300})
@@ -37,8 +54,14 @@ def test_happy_path_and_history(tmp_path):
 def test_wipe_is_refused_unless_confirmed(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
-    journal.mark_hashed(clip.id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
-                        ciphertext_length=300, age_header=b"hdr", secrets=b"k" * 32)
+    journal.mark_hashed(
+        clip.id,
+        plaintext_sha256="a" * 64,
+        ciphertext_sha256="b" * 64,
+        ciphertext_length=300,
+        age_header=b"hdr",
+        secrets=b"k" * 32,
+    )
     journal.mark_uploading(clip.id, "http://x/files/u")
     with pytest.raises(JournalError, match="not allowed from UPLOADING"):
         journal.mark_wiped(clip.id)
@@ -50,11 +73,21 @@ def test_wipe_is_refused_unless_confirmed(tmp_path):
 def test_state_survives_reopen_and_secrets_are_sealed(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
-    journal.mark_hashed(clip.id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
-                        ciphertext_length=300, age_header=b"hdr", secrets=b"S" * 32)
+    journal.mark_hashed(
+        clip.id,
+        plaintext_sha256="a" * 64,
+        ciphertext_sha256="b" * 64,
+        ciphertext_length=300,
+        age_header=b"hdr",
+        secrets=b"S" * 32,
+    )
     journal.mark_uploading(clip.id, "http://x/files/u")
     journal.close()
-    raw = sqlite3.connect(tmp_path / "journal.db").execute("SELECT sealed_secrets FROM clips").fetchone()[0]
+    raw = (
+        sqlite3.connect(tmp_path / "journal.db")
+        .execute("SELECT sealed_secrets FROM clips")
+        .fetchone()[0]
+    )
     assert b"S" * 32 not in raw  # not stored in clear
     reopened = Journal.open(tmp_path)
     record = reopened.get(clip.id)
@@ -65,8 +98,14 @@ def test_state_survives_reopen_and_secrets_are_sealed(tmp_path):
 def test_failed_resumes_where_the_facts_say(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
-    journal.mark_hashed(clip.id, plaintext_sha256="a" * 64, ciphertext_sha256="b" * 64,
-                        ciphertext_length=300, age_header=b"hdr", secrets=b"k" * 32)
+    journal.mark_hashed(
+        clip.id,
+        plaintext_sha256="a" * 64,
+        ciphertext_sha256="b" * 64,
+        ciphertext_length=300,
+        age_header=b"hdr",
+        secrets=b"k" * 32,
+    )
     journal.mark_uploading(clip.id, "http://x/files/u")
     failed = journal.mark_failed(clip.id, "server down", retry_at=0)
     assert (failed.state, failed.reason, failed.attempts) == (State.FAILED, "server down", 1)

@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from dockd.crypto import bech32, receipt
 from dockd.crypto.keys import (
     AgeRecipient,
@@ -23,7 +22,10 @@ def test_keygen_writes_private_files_0600_and_never_overwrites(tmp_path):
     assert os.stat(result.server_signing_key).st_mode & 0o777 == 0o600
     assert os.stat(result.age_identity).st_mode & 0o777 == 0o600
     key = load_signing_key(result.server_signing_key)
-    assert load_verify_key(result.server_public_key).public_bytes_raw() == key.public_key().public_bytes_raw()
+    assert (
+        load_verify_key(result.server_public_key).public_bytes_raw()
+        == key.public_key().public_bytes_raw()
+    )
     [identity] = load_age_identities(result.age_identity)
     assert identity.recipient == AgeRecipient.parse(result.age_recipient.read_text())
     before = result.age_identity.read_bytes()
@@ -46,7 +48,9 @@ def test_age_keygen_identity_file_is_read(tmp_path):
         pytest.skip("age-keygen not available")
     os.chmod(path, 0o600)
     [identity] = load_age_identities(path)
-    public = next(line for line in path.read_text().splitlines() if "public key" in line).split(": ")[1]
+    public = next(line for line in path.read_text().splitlines() if "public key" in line).split(
+        ": "
+    )[1]
     assert identity.recipient.encode() == public
 
 
@@ -61,8 +65,13 @@ def test_bech32_rejects_corruption():
 
 
 def _signed(key):
-    return receipt.sign(key, upload="u1", length=1234, sha256="ab" * 32,
-                        completed=dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC))
+    return receipt.sign(
+        key,
+        upload="u1",
+        length=1234,
+        sha256="ab" * 32,
+        completed=dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC),
+    )
 
 
 def test_receipt_round_trip_and_match():
@@ -78,7 +87,9 @@ def test_tampered_or_foreign_receipt_fails():
     key = Ed25519PrivateKey.generate()
     header = _signed(key)
     version, payload, signature = header.split(".")
-    forged_payload = receipt._b64e(receipt._b64d(payload).replace(b'"length":1234', b'"length":9999'))
+    forged_payload = receipt._b64e(
+        receipt._b64d(payload).replace(b'"length":1234', b'"length":9999')
+    )
     for bad in (
         f"{version}.{forged_payload}.{signature}",
         f"{version}.{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}",

@@ -301,8 +301,7 @@ class TusClient:
         versions = _header_list(reply.headers, "Tus-Version")
         if not versions:
             raise TusError(
-                f"OPTIONS {_redact(self._endpoint)}: no Tus-Version header; "
-                "is this a tus endpoint?"
+                f"OPTIONS {_redact(self._endpoint)}: no Tus-Version header; is this a tus endpoint?"
             )
         if TUS_VERSION not in versions:
             raise ServerRejected(
@@ -478,8 +477,7 @@ async def _send_round(
                 continue
             if offset + len(block) > length:
                 raise TusError(
-                    f"upload {where}: the data source yielded more than the declared {length} "
-                    "bytes"
+                    f"upload {where}: the data source yielded more than the declared {length} bytes"
                 )
             try:
                 new_offset = await client.patch(url, offset, block)
