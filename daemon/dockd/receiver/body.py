@@ -128,14 +128,10 @@ class BodyWriter:
             raise failure
 
     def _write(self, data: bytes, position: int) -> None:  # worker thread
-        start, view = position, memoryview(data)
+        view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, position)
             view, position = view[written:], position + written
-        # Start writeback now (on Linux, DONTNEED initiates it for dirty pages) so the fdatasync
-        # that ends the chunk finds little left to flush, and keep the page cache free of bytes
-        # that are never read again.
-        os.posix_fadvise(self._fd, start, len(data), os.POSIX_FADV_DONTNEED)
 
 
 @dataclass(frozen=True)

@@ -385,8 +385,14 @@ class Registry:
     async def _commit(self, upload: Upload, fd: int, new_offset: int, whole: Any) -> None:
         expires = time.time() + self._expire_after
 
+        chunk_start = upload.offset
+
         def sync_and_commit() -> None:
             self.store.sync_data(fd)
+            # Drop the now-clean pages: stored evidence is not read again here, and keeping it
+            # would push useful pages out. Done after the sync, where it is cheap; on dirty
+            # pages (per write) it cost ~2 ms/MiB on the request's critical path.
+            os.posix_fadvise(fd, chunk_start, new_offset - chunk_start, os.POSIX_FADV_DONTNEED)
             self.store.commit(upload.id, new_offset, expires)
 
         try:
