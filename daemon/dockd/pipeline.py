@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import random
 import threading
 import time
@@ -45,12 +46,25 @@ class PipelineContext:
     progress: ProgressBoard
 
 
+# A hostile camera can make paths of several KiB (escaped non-UTF-8 names grow 4x); servers cap
+# Upload-Metadata (ours at 4 KiB), so a refused creation would block the clip forever.
+MAX_METADATA_PATH = 512
+
+
+def _bounded(text: str, raw: bytes) -> str:
+    """`text` if short enough, else a prefix plus a hash of the raw path (still unique)."""
+    if len(text) <= MAX_METADATA_PATH:
+        return text
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return f"{text[: MAX_METADATA_PATH - 24]}…sha256:{digest}"
+
+
 def wire_metadata(clip: ClipRecord, dock_id: str) -> dict[str, str]:
     """The tus Upload-Metadata for a clip (keys documented in the README)."""
     path = display_path(clip.rel_path)
     metadata = {
-        "filename": PurePosixPath(path).name,
-        "path": path,
+        "filename": _bounded(PurePosixPath(path).name, clip.rel_path),
+        "path": _bounded(path, clip.rel_path),
         "camera": clip.camera,
         "model": clip.model,
         "bay": clip.bay,

@@ -261,3 +261,25 @@ async def test_bay_identity_file_is_never_a_clip_even_if_a_glob_matches(
         assert (tmp_path / "bays/bay-1/camera.json").exists()  # the dock's file, untouched
     finally:
         await running.close()
+
+
+async def test_absurdly_long_hostile_path_still_uploads_and_wipes(tmp_path, receiver, keys, recipient):
+    running = await _start(tmp_path, receiver, keys, recipient)
+    try:
+        name = b"\xff" * 200 + b".MP4"  # every byte escaped: ~800 characters in display form
+        deep = b"/".join([b"\xfe" * 200] * 6)
+        bays = tmp_path / "bays"
+        staging = os.fsencode(str(bays / ".bay-1.staging"))
+        os.makedirs(staging + b"/DCIM/" + deep)
+        with open(staging + b"/DCIM/" + deep + b"/" + name, "wb") as handle:
+            handle.write(b"evidence with a hostile name")
+        with open(staging + b"/camera.json", "w") as handle:
+            handle.write('{"serial": "CAM-L", "model": "cam"}')
+        os.rename(staging, bays / "bay-1")
+        await wait_for(lambda: set(_states(tmp_path / "state").values()) == {"WIPED"}, what="wipe")
+        [obj] = stored_objects(receiver.store)
+        assert len(obj["metadata"]["path"]) <= 512 and "sha256:" in obj["metadata"]["path"]
+        assert decrypt_sha256(obj["data_path"], keys.age_identity) == __import__("hashlib").sha256(
+            b"evidence with a hostile name").hexdigest()
+    finally:
+        await running.close()
