@@ -84,13 +84,8 @@ async def test_kill9_at_random_points_loses_nothing_and_resends_at_most_a_chunk(
             f"only {kills_in_flight} kills hit an upload {seed_note}"
         )
         receiver.patch_delay = 0
-
-        def starts() -> int:
-            return sum(1 for e in daemon.events() if e.get("event") == "dockd.started")
-
-        before = starts()
         daemon.start()
-        await wait_for(lambda: starts() > before, timeout=30, what="daemon ready")
+        await asyncio.to_thread(daemon.wait_ready)
         await wait_for(
             lambda: (
                 len(journal_rows(state_dir)) == 9

@@ -181,7 +181,11 @@ class DaemonProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _starts(self) -> int:
+        return sum(1 for e in self.events() if e.get("event") == "dockd.started")
+
     def start(self) -> None:
+        self._starts_before = self._starts() if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -199,6 +203,16 @@ class DaemonProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until this start logged `dockd.started` (signal handlers are installed by then)."""
+        deadline = time.monotonic() + timeout
+        while self._starts() <= self._starts_before:
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"dockd run did not become ready:\n{self.log_path.read_text()[-2000:]}"
+                )
+            time.sleep(0.02)
 
     def kill9(self) -> None:
         assert self.proc is not None
