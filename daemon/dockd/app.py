@@ -15,16 +15,21 @@ from dataclasses import dataclass
 
 import aiohttp
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from dockd import pipeline
 from dockd.config import Settings
-from dockd.crypto.keys import check_private_file, load_verify_key
+from dockd.crypto.keys import check_private_file, load_signing_key, load_verify_key
+from dockd.custody.events import AuditedEvents, audit_startup
 from dockd.devices.folder import FolderSource
 from dockd.devices.source import CameraSource
+from dockd.devices.udev import UdevSource
 from dockd.journal import Journal
 from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
+from dockd.sdnotify import Notifier, keep_alive
+from dockd.status.metrics import DockMetrics, ServerTracker, trace_config
 from dockd.transport import tus
 
 log = structlog.get_logger()
@@ -39,6 +44,7 @@ class Credentials:
     server_key: Ed25519PublicKey | None
     headers: dict[str, str]
     ssl_context: ssl.SSLContext | None
+    dock_key: Ed25519PrivateKey | None = None  # signs per-clip manifests ([dock] signing_key)
 
 
 def load_credentials(settings: Settings) -> Credentials:
@@ -61,9 +67,11 @@ def load_credentials(settings: Settings) -> Credentials:
             if server.client_cert and server.client_key:
                 check_private_file(server.client_key)
                 context.load_cert_chain(server.client_cert, server.client_key)
+        signing = settings.dock.signing_key
+        dock_key = load_signing_key(signing) if signing is not None else None
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise StartupError(str(exc)) from None
-    return Credentials(key, headers, context)
+    return Credentials(key, headers, context, dock_key)
 
 
 class Daemon:
@@ -74,20 +82,51 @@ class Daemon:
         self.credentials = load_credentials(settings)
         self._sources = list(sources) if sources is not None else self._default_sources()
         self.progress = ProgressBoard()
+        self.metrics = DockMetrics()  # a registry per daemon: tests run several in one process
+        self.server = ServerTracker()
         self.offloader: Offloader | None = None
         self.ready = asyncio.Event()
+        self.notifier = Notifier()  # systemd Type=notify; a no-op outside systemd
 
     def _default_sources(self) -> list[CameraSource]:
         sources: list[CameraSource] = []
         if self.settings.bay_folder is not None:
             self.settings.bay_folder.mkdir(parents=True, exist_ok=True)
             sources.append(FolderSource(self.settings.bay_folder))
+        if self.settings.udev.enabled:
+            sources.append(
+                UdevSource(
+                    self.settings.udev, self.settings.camera_models, safe_to_remove=self._safe
+                )
+            )
         return sources
+
+    def _safe(self, serial: str) -> bool:
+        """Every clip of this camera WIPED or HELD (KeyError: not docked in the offloader)."""
+        if self.offloader is None:
+            return False
+        return self.offloader.status(serial).safe_to_remove
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= (systemctl status)."""
+        if self.offloader is None:
+            return "starting"
+        views = [self.offloader.status(serial) for serial in list(self.offloader.views)]
+        safe = sum(1 for v in views if v.safe_to_remove)
+        released = sum(
+            len(s.docks.released()) for s in self._sources if isinstance(s, UdevSource) and s.docks
+        )
+        busy = sum(v.clips.get("UPLOADING", 0) for v in views)
+        return (
+            f"{len(views)} camera(s) docked, {busy} clip(s) uploading, "
+            f"{safe + released} safe to remove"
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         structlog.contextvars.bind_contextvars(dock=settings.dock.id)
         journal = Journal.open(settings.dock.state_dir)
+        audit_startup(journal, settings, self.credentials.server_key, self.credentials.dock_key)
         retry = tus.RetryPolicy(
             attempts=settings.upload.retry_attempts,
             initial=settings.upload.retry_initial,
@@ -99,18 +138,25 @@ class Daemon:
             limit=settings.upload.max_parallel * 2,
         )
         tasks: list[asyncio.Task[None]] = []
+        runners: list[web.AppRunner] = []
         try:
-            async with aiohttp.ClientSession(connector=connector) as session:
+            async with aiohttp.ClientSession(
+                connector=connector, trace_configs=[trace_config(self.server, self.metrics)]
+            ) as session:
                 client = tus.TusClient(
                     session, settings.server.url, headers=self.credentials.headers, retry=retry
                 )
                 ctx = pipeline.PipelineContext(
                     settings, journal, client, self.credentials.server_key, self.progress
                 )
+                ctx.metrics = self.metrics
+                ctx.dock_key = self.credentials.dock_key
                 self.offloader = Offloader(ctx)
+                runners += await self._start_status(self.offloader, journal)
                 tasks.append(asyncio.create_task(self.offloader.run(), name="offloader"))
                 for source in self._sources:
-                    tasks.append(asyncio.create_task(source.run(self.offloader), name="source"))
+                    events = AuditedEvents(self.offloader, journal)
+                    tasks.append(asyncio.create_task(source.run(events), name="source"))
                 log.info(
                     "dockd.started",
                     server=settings.server.url,
@@ -118,14 +164,48 @@ class Daemon:
                     sources=len(self._sources),
                 )
                 self.ready.set()
+                self.notifier.ready(self.summary())
+                tasks.append(
+                    asyncio.create_task(keep_alive(self.notifier, self.summary), name="sd-notify")
+                )
                 await _until(stop, tasks)
         finally:
+            self.notifier.stopping()
+            for runner in runners:
+                with contextlib.suppress(Exception):
+                    await runner.cleanup()
             for task in reversed(tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            with contextlib.suppress(Exception):  # the stop is recorded, but never blocks it
+                journal.audit("daemon.stopped", settings.dock.id)
             journal.close()
             log.info("dockd.stopped")
+
+
+    async def _start_status(self, offloader: Offloader, journal: Journal) -> list[web.AppRunner]:
+        """The control socket and the metrics endpoint, when [status] configures them."""
+        from dockd.status import api, metrics, views
+
+        status = self.settings.status
+        self.metrics.last_confirmation.set(journal.last_confirmed_at() or 0)
+        self.metrics.refreshers.append(lambda m: views.refresh_gauges(offloader, m))
+        runners = []
+        if status.socket is not None:
+            control = api.ControlContext(
+                offloader,
+                self.progress,
+                self.metrics,
+                self.server,
+                self.settings.dock.id,
+                self.settings.server.url,
+            )
+            runners.append(await api.serve_control(control, status.socket))
+        if status.metrics is not None:
+            runners.append(await metrics.serve_metrics(self.metrics, status.metrics))
+            log.info("metrics.listening", address=status.metrics)
+        return runners
 
 
 async def _until(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

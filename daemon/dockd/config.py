@@ -34,6 +34,9 @@ class ConfigError(ValueError):
 class DockSettings:
     id: str
     state_dir: Path
+    # The dock's Ed25519 key (PKCS#8 PEM, 0600) that signs per-clip manifests. None: no
+    # manifests are made (existing configs keep working; docs/CUSTODY.md).
+    signing_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,21 @@ class StatusSettings:
     metrics: str | None = None
 
 
+DEFAULT_MOUNT_ROOT = Path("/run/dockd/bays")
+
+
+@dataclass(frozen=True)
+class UdevSettings:
+    """USB cameras found through udev ([udev]); off unless enabled."""
+
+    enabled: bool = False
+    mount_root: Path = DEFAULT_MOUNT_ROOT
+    # Filesystem types dockd will mount (named to the kernel, never probed).
+    filesystems: tuple[str, ...] = ("vfat", "exfat")
+    # ID_PATH of a dock port → the bay name operators see ("bay 3").
+    bays: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Settings:
     source: Path
@@ -92,6 +110,9 @@ class Settings:
     discovery: DiscoverySettings
     bay_folder: Path | None
     status: StatusSettings = field(default_factory=StatusSettings)
+    # Camera serial → officer, maintained by the station ([officers]); it outranks the camera.
+    officers: Mapping[str, str] = field(default_factory=dict)
+    udev: UdevSettings = field(default_factory=UdevSettings)
 
     def model(self, name: str) -> CameraModel | None:
         return next((m for m in self.camera_models if m.name == name), None)
@@ -193,8 +214,41 @@ def _read_dock(root: _Reader) -> DockSettings:
         raise dock.error("id", "must be 1-64 characters of letters, digits, '.', '_' or '-'")
     state_dir = dock.path("state_dir")
     assert state_dir is not None
+    signing_key = dock.path("signing_key", None)
     dock.reject_unknown()
-    return DockSettings(ident, state_dir)
+    return DockSettings(ident, state_dir, signing_key)
+
+
+def _read_officers(root: _Reader) -> dict[str, str]:
+    table = root.table_of("officers")
+    officers = {}
+    for serial in list(table.table):
+        name = table.text(serial)
+        if not name.isprintable() or len(name) > 128:
+            raise table.error(serial, "must be printable text of at most 128 characters")
+        officers[serial] = name
+    return officers
+
+
+def _read_udev(root: _Reader) -> UdevSettings:
+    table = root.table_of("udev")
+    enabled = table.get("enabled", bool, False)
+    mount_root = table.path("mount_root", str(DEFAULT_MOUNT_ROOT))
+    assert mount_root is not None
+    filesystems = table.get("filesystems", list, list(UdevSettings.filesystems), what="a list")
+    if not filesystems or not all(
+        isinstance(f, str) and re.fullmatch(r"[a-z0-9]{1,16}", f) for f in filesystems
+    ):
+        raise table.error("filesystems", 'must be a non-empty list of names like "vfat"')
+    bays = table.table_of("bays")
+    names = {}
+    for port in list(bays.table):
+        name = bays.text(port)
+        if not name.isprintable() or len(name) > 64:
+            raise bays.error(port, "must be printable text of at most 64 characters")
+        names[port] = name
+    table.reject_unknown()
+    return UdevSettings(enabled, mount_root, tuple(filesystems), names)
 
 
 def _read_server(root: _Reader) -> ServerSettings:
@@ -319,8 +373,22 @@ def parse(source: Path, data: Mapping[str, Any]) -> Settings:
         metrics=status_table.text("metrics", None) or None,
     )
     status_table.reject_unknown()
+    officers = _read_officers(root)
+    udev = _read_udev(root)
     root.reject_unknown()
-    return Settings(source, dock, server, recipients, upload, models, discovery, bay_folder, status)
+    return Settings(
+        source,
+        dock,
+        server,
+        recipients,
+        upload,
+        models,
+        discovery,
+        bay_folder,
+        status,
+        officers,
+        udev=udev,
+    )
 
 
 def load(path: Path) -> Settings:

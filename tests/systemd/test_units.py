@@ -1,0 +1,118 @@
+"""The systemd units, checked by systemd itself: verify, the security score, sysusers, tmpfiles."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+MAX_EXPOSURE = 2.5
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (apt: systemd)"
+)
+
+
+def unit_for_test(tmp_path: Path) -> Path:
+    """dockd.service with ExecStart pointing at this checkout's dockd (verify checks it exists)."""
+    dockd = Path(sys.executable).parent / "dockd"
+    assert dockd.exists()
+    text = (SYSTEMD / "dockd.service").read_text()
+    assert "ExecStart=/opt/dockd/venv/bin/dockd " in text
+    unit = tmp_path / "dockd.service"
+    unit.write_text(text.replace("/opt/dockd/venv/bin/dockd", str(dockd)))
+    return unit
+
+
+def test_verify_is_silent(tmp_path):
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(unit_for_test(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # verify exits 0 even for a misspelt key: any output at all is a finding.
+    assert proc.stderr == "" and proc.stdout == "", proc.stderr + proc.stdout
+    assert proc.returncode == 0
+
+
+def test_security_exposure_is_low(tmp_path):
+    proc = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            "--no-pager",
+            str(unit_for_test(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for dockd\.service: (\d+\.\d+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    exposure = float(match.group(1))
+    print(f"systemd-analyze security exposure: {exposure}")
+    assert exposure <= MAX_EXPOSURE, proc.stdout
+
+
+def test_unit_is_a_hardened_notify_service():
+    text = (SYSTEMD / "dockd.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert settings["Type"] == "notify"
+    assert settings["WatchdogSec"] == "30s"
+    assert settings["User"] == "dockd"
+    assert settings["CapabilityBoundingSet"] == "CAP_SYS_ADMIN"
+    assert settings["ProtectSystem"] == "strict"
+    assert settings["NoNewPrivileges"] == "yes"
+    assert set(settings["RestrictAddressFamilies"].split()) == {
+        "AF_UNIX",
+        "AF_INET",
+        "AF_INET6",
+        "AF_NETLINK",
+    }
+
+
+def test_udev_rule_keeps_automounters_off_cameras():
+    rules = [
+        line
+        for line in (SYSTEMD / "99-dockd-cameras.rules").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert rules
+    for rule in rules:
+        assert 'ENV{UDISKS_IGNORE}="1"' in rule
+        assert re.search(r'ENV\{ID_VENDOR_ID\}=="[0-9a-f]{4}"', rule)
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-sysusers") is None or shutil.which("systemd-tmpfiles") is None,
+    reason="needs systemd-sysusers and systemd-tmpfiles (apt: systemd)",
+)
+def test_sysusers_and_tmpfiles_make_a_private_user_and_dirs(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    subprocess.run(
+        ["systemd-sysusers", f"--root={root}", str(SYSTEMD / "dockd.sysusers")],
+        check=True,
+        capture_output=True,
+    )
+    passwd = (root / "etc" / "passwd").read_text()
+    entry = next(line for line in passwd.splitlines() if line.startswith("dockd:"))
+    uid = int(entry.split(":")[2])
+    assert uid != 0 and entry.endswith(":/usr/sbin/nologin")
+    subprocess.run(
+        ["systemd-tmpfiles", f"--root={root}", "--create", str(SYSTEMD / "dockd.tmpfiles")],
+        check=True,
+        capture_output=True,
+    )
+    for path, mode in (("var/lib/dockd", 0o700), ("run/dockd", 0o750), ("run/dockd/bays", 0o700)):
+        st = (root / path).stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (uid, mode), path
