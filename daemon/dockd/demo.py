@@ -113,7 +113,12 @@ def dock_cameras(bays_dir: Path, clip_mib: int) -> list[DemoClip]:
 
 def demo_settings(workdir: Path, server_url: str) -> config.Settings:
     data = {
-        "dock": {"id": "demo-dock", "state_dir": str(workdir / "state")},
+        "dock": {
+            "id": "demo-dock",
+            "state_dir": str(workdir / "state"),
+            # signs each clip's manifest: `dockd verify --workdir DIR` checks them offline
+            "signing_key": str(workdir / "dock-signing.key"),
+        },
         "server": {
             "url": server_url,
             "confirm": "receipt",
@@ -134,6 +139,10 @@ def demo_settings(workdir: Path, server_url: str) -> config.Settings:
         "discovery": {"scan_interval": 0.3, "settle_time": 0.3},
         "bays": {"folder": str(workdir / "bays")},
     }
+    control = workdir / "control.sock"
+    if len(str(control)) < 100:  # AF_UNIX paths are limited to ~108 bytes
+        # `dockctl --socket DIR/control.sock status` works while the demo runs.
+        data["status"] = {"socket": str(control)}
     return config.parse(workdir / "demo.toml", data)
 
 
@@ -206,6 +215,8 @@ async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) ->
     try:
         await asyncio.wait_for(daemon.ready.wait(), 10)
         console.print(f"[bold]receiver[/] {receiver.url}   [bold]store[/] {workdir / 'store'}")
+        if settings.status.socket is not None:
+            console.print(f"[bold]status[/]   dockctl --socket {settings.status.socket} status")
         clips = await asyncio.to_thread(dock_cameras, workdir / "bays", clip_mib)
         total = sum(c.size for c in clips)
         console.print(f"docked {len(_BAYS)} cameras, {len(clips)} clips, {total / 1e6:.1f} MB")
@@ -238,7 +249,11 @@ async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) ->
             f"[{style}]{verdict}{'' if gone else ', NOT wiped'}[/]",
         )
     console.print(table)
-    where = f"everything kept in {workdir}" if keep else "temporary files removed"
+    where = (
+        f"everything kept in {workdir} (check offline: dockd verify --workdir {workdir})"
+        if keep
+        else "temporary files removed"
+    )
     ok = all(
         v == "verified" and not (workdir / "bays" / c.bay / c.rel_path).exists() for c, v in results
     )

@@ -28,6 +28,8 @@ from dockd.journal import SETTLED, ClipRecord, NewClip, State
 
 log = structlog.get_logger()
 
+# Quiet scans back off up to this multiple of discovery.scan_interval.
+MAX_SCAN_BACKOFF = 8
 # The dispatcher re-reads the journal at least this often, to pick up clips whose retry time came.
 DISPATCH_POLL_SECONDS = 1.0
 
@@ -49,6 +51,7 @@ class CameraView:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     scan_error: str | None = None
     task: asyncio.Task[None] | None = None
+    rescan: asyncio.Event = field(default_factory=asyncio.Event)  # an operator's "scan now"
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,8 @@ class Offloader:
 
     # ---- discovery -------------------------------------------------------------------------
     async def _scan_loop(self, view: CameraView, model: CameraModel) -> None:
-        interval = self.ctx.settings.discovery.scan_interval
+        base = self.ctx.settings.discovery.scan_interval
+        interval = base
         while True:
             try:
                 result = await asyncio.to_thread(
@@ -144,16 +148,26 @@ class Offloader:
                 log.warning("camera.scan_failed", camera=view.camera.serial, reason=view.scan_error)
             else:
                 view.scan_error = None
-                self._absorb(view, model, result)
+                changed = self._absorb(view, model, result)
                 view.scans += 1
                 self._wake.set()
-            await asyncio.sleep(interval)
+                # A docked camera rarely changes, and a scan of 100 000 files costs seconds of
+                # CPU: back off while nothing changes (an operator's rescan is always immediate).
+                interval = base if changed else min(interval * 2, base * MAX_SCAN_BACKOFF)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await view.rescan.wait()
+            if view.rescan.is_set():
+                interval = base
+            view.rescan.clear()
 
-    def _absorb(self, view: CameraView, model: CameraModel, result: ScanResult) -> None:
+    def _absorb(self, view: CameraView, model: CameraModel, result: ScanResult) -> bool:
+        """Take a scan's findings; True when anything is new, changed or still settling."""
         journal, camera = self.ctx.journal, view.camera
         now = time.monotonic()
         settle = self.ctx.settings.discovery.settle_time
         seen: set[bytes] = set()
+        recorded = 0
         for found in result.clips:
             ident = found.identity
             seen.add(found.rel_path)
@@ -175,7 +189,9 @@ class Offloader:
                 continue
             del view.pending[found.rel_path]
             self._record(view, model, found)
-        for gone in set(view.pending) - seen:
+            recorded += 1
+        vanished = set(view.pending) - seen
+        for gone in vanished:
             del view.pending[gone]
         skipped = [(display_path(s.rel_path), s.reason) for s in result.skipped]
         for path, reason in sorted(set(skipped) - set(view.skipped)):
@@ -187,6 +203,7 @@ class Offloader:
             log.warning(
                 "camera.scan_truncated", camera=camera.serial, limit=self._limits.max_entries
             )
+        return bool(recorded or vanished or view.pending)
 
     def _record(self, view: CameraView, model: CameraModel, found: FoundClip) -> None:
         camera, ident = view.camera, found.identity
@@ -278,6 +295,7 @@ class Offloader:
         exc = task.exception()
         if exc is not None:  # a bug: keep the daemon alive, park the clip with the reason
             log.error("clip.internal_error", clip=clip_id, error=repr(exc), exc_info=exc)
+            self.ctx.metrics.clips_failed.labels("internal_error").inc()
             with contextlib.suppress(Exception):
                 self.ctx.journal.mark_failed(clip_id, f"internal error: {exc!r}", time.time() + 60)
 
@@ -287,6 +305,31 @@ class Offloader:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- control API: read-only accessors and operator nudges --------------------------------
+    def inflight_count(self) -> int:
+        return len(self._inflight)
+
+    def interrupt(self, clip_id: int) -> bool:
+        """Stop a clip's task (an operator held it); safe like an undock. False if not running."""
+        entry = self._inflight.get(clip_id)
+        if entry is None:
+            return False
+        entry[0].cancel()
+        return True
+
+    def rescan(self, serial: str) -> bool:
+        """Scan this camera now instead of at the next interval; also re-dispatch."""
+        view = self.views.get(serial)
+        if view is None:
+            return False
+        view.rescan.set()
+        self._wake.set()
+        return True
+
+    def wake(self) -> None:
+        """Re-read the journal now (a clip was released or retried)."""
+        self._wake.set()
 
     # ---- status ----------------------------------------------------------------------------
     def status(self, serial: str) -> CameraStatus:

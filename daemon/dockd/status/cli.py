@@ -1,7 +1,11 @@
-"""`dockctl`: what the station desk needs to know, read from the dock's journal.
+"""`dockctl`: what the station desk needs to know, and the few actions it may take.
 
-This first version reads the journal read-only (it needs read access to the state directory);
-the control-socket API that adds live progress and operator actions builds on the same views.
+Talks to the running daemon over its control socket (`[status] socket` in the config, or
+`--socket`). When the daemon is not running, `status` and `clips` fall back to reading the
+journal read-only and say "daemon not running" (exit 69); actions need the daemon.
+
+Exit codes: 0 ok, 1 the daemon refused the action, 2 usage, 69 daemon not running,
+77 permission denied, 78 configuration error.
 """
 
 from __future__ import annotations
@@ -15,24 +19,54 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from dockd import exitcodes
 from dockd.devices.camera import display_path
+from dockd.status.client import AccessDenied, ApiError, ControlClient, DaemonUnavailable
 
 DEFAULT_CONFIG = Path("/etc/dockd/dockd.toml")
 SETTLED = {"WIPED", "HELD"}
+SAFE = "SAFE TO REMOVE"
+NOT_RUNNING = "daemon not running"
+
+
+class NoSocket(Exception):
+    """The configuration names no control socket."""
+
+
+# ---- where things are ------------------------------------------------------------------------
+def _settings(args: argparse.Namespace) -> Any:
+    from dockd.config import load
+
+    if getattr(args, "_settings", None) is None:
+        args._settings = load(args.config)
+    return args._settings
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return args.socket
+    path = _settings(args).status.socket
+    if path is None:
+        raise NoSocket(f"{args.config}: no [status] socket configured (or give --socket)")
+    return path
+
+
+def _client(args: argparse.Namespace) -> ControlClient:
+    return ControlClient(_socket(args))
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
     if args.state_dir is not None:
         return args.state_dir
-    from dockd.config import load
-
-    return load(args.config).dock.state_dir
+    return _settings(args).dock.state_dir
 
 
+# ---- journal fallback (daemon down) ------------------------------------------------------------
 def _rows(state_dir: Path) -> list[dict[str, Any]]:
     path = state_dir / "journal.db"
     if not path.exists():
@@ -46,6 +80,7 @@ def _rows(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def camera_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per camera, from journal rows alone: SAFE TO REMOVE, OFFLOADING, or the first problem."""
     by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_camera[row["camera"]].append(row)
@@ -55,7 +90,7 @@ def camera_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         counts = Counter(c["state"] for c in clips)
         problems = [c for c in live if c["state"] in ("FAILED", "QUARANTINED") or c["reason"]]
         if not live or all(c["state"] in SETTLED for c in live):
-            verdict, why = "SAFE TO REMOVE", None
+            verdict, why = SAFE, None
         elif problems:
             first = problems[0]
             verdict = first["state"]
@@ -77,92 +112,312 @@ def camera_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    summaries = camera_summaries(_rows(_state_dir(args)))
+def _journal_clip(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "camera": r["camera"],
+        "bay": r["bay"],
+        "path": display_path(bytes(r["rel_path"])),
+        "size": r["size"],
+        "state": r["state"],
+        "reason": r["reason"],
+        "evidence": bool(r["evidence"]),
+        "sha256": r["plaintext_sha256"],
+        "upload_url": r["upload_url"],
+    }
+
+
+# ---- rendering ------------------------------------------------------------------------------
+def _mb(n: float | None) -> str:
+    return "" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _style(state: str) -> str:
+    if state == SAFE:
+        return "bold green"
+    if state.startswith(("error", "QUARANTINED", "FAILED")):
+        return "bold red"
+    if state.startswith("waiting"):
+        return "yellow"
+    return "cyan"
+
+
+def bays_table(bays: list[dict[str, Any]]) -> Table:
+    table = Table(title="dockd status", title_justify="left")
+    for column in ("bay", "camera", "officer", "state", "left", "speed", "ETA"):
+        table.add_column(column, justify="right" if column in ("left", "speed", "ETA") else "left")
+    for b in bays:
+        state = f"[{_style(b['state'])}]{b['state']}[/]"
+        if b.get("reason"):
+            state += f"\n{b['reason']}"
+        table.add_row(
+            b["bay"],
+            b["camera"],
+            b.get("officer") or "",
+            state,
+            _mb(b["bytes_left"]) if b["bytes_left"] else "",
+            f"{b['throughput'] / 1e6:.1f} MB/s" if b.get("throughput") else "",
+            _duration(b.get("eta_seconds")),
+        )
+    return table
+
+
+def _server_line(server: dict[str, Any]) -> str:
+    ago = (
+        f"last answer {_duration(time.time() - server['last_success'])} ago"
+        if server.get("last_success")
+        else "no answer yet"
+    )
+    if server.get("reachable") is False:
+        return f"server {server['url']}: [bold red]UNREACHABLE[/] ({server['last_error']}; {ago})"
+    if server.get("reachable") is None:
+        return f"server {server['url']}: not contacted yet"
+    return f"server {server['url']}: [green]reachable[/] ({ago})"
+
+
+def _queue_line(queue: dict[str, Any]) -> str:
+    by_state = queue.get("by_state", {})
+    extra = [
+        f"{by_state[s]['clips']} {s.lower()}"
+        for s in ("FAILED", "QUARANTINED", "HELD")
+        if by_state.get(s, {}).get("clips")
+    ]
+    text = f"queue: {queue['queued']} clip(s), {_mb(queue['queued_bytes'])} to offload"
+    text += f", {queue['in_flight']} in flight"
+    if queue.get("waiting_for_camera"):
+        text += f", {queue['waiting_for_camera']} waiting for their camera to be re-docked"
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _fallback_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The journal's rows, read-only; FileNotFoundError when it cannot even be located."""
+    from dockd.config import ConfigError
+
+    try:
+        state_dir = _state_dir(args)
+    except ConfigError as exc:
+        raise FileNotFoundError(f"journal not read ({exc}; give --state-dir)") from None
+    return _rows(state_dir)
+
+
+def _print_fallback(args: argparse.Namespace, why: str, console: Console) -> int:
+    try:
+        summaries = camera_summaries(_fallback_rows(args))
+    except FileNotFoundError as exc:
+        console.print(f"[bold red]{NOT_RUNNING}[/]: {why}; {exc}")
+        return exitcodes.UNAVAILABLE
     if args.json:
-        print(json.dumps({"cameras": summaries}, indent=2))
-        return exitcodes.OK
-    table = Table(title="dockd status")
+        print(json.dumps({"daemon": NOT_RUNNING, "why": why, "cameras": summaries}, indent=2))
+        return exitcodes.UNAVAILABLE
+    console.print(f"[bold red]{NOT_RUNNING}[/]: {why}")
+    console.print("from the journal (last known; cameras may have been removed since):")
+    table = Table()
     for column in ("bay", "camera", "state", "clips", "left", "why"):
         table.add_column(column)
     for s in summaries:
-        style = {"SAFE TO REMOVE": "green", "OFFLOADING": "cyan"}.get(s["state"], "red")
         clips = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s["clips"].items()))
         table.add_row(
             s["bay"],
             s["camera"],
-            f"[{style}]{s['state']}[/]",
+            f"[{_style(s['state'])}]{s['state']}[/]",
             clips,
-            f"{s['bytes_left'] / 1e6:.1f} MB",
+            _mb(s["bytes_left"]),
             s["why"] or "",
         )
-    Console().print(table)
+    console.print(table)
+    return exitcodes.UNAVAILABLE
+
+
+# ---- commands -------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        data = _client(args).status()
+    except (DaemonUnavailable, NoSocket) as exc:
+        return _print_fallback(args, str(exc), console)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return exitcodes.OK
+    if data["bays"]:
+        console.print(bays_table(data["bays"]))
+    else:
+        console.print("no camera docked")
+    console.print(_queue_line(data["queue"]))
+    console.print(_server_line(data["server"]))
     return exitcodes.OK
 
 
 def cmd_clips(args: argparse.Namespace) -> int:
-    rows = [r for r in _rows(_state_dir(args)) if args.camera in (None, r["camera"])]
+    try:
+        clips = _client(args).clips(args.camera)
+        note = None
+    except (DaemonUnavailable, NoSocket) as exc:
+        try:
+            rows = [r for r in _fallback_rows(args) if args.camera in (None, r["camera"])]
+        except FileNotFoundError as missing:
+            raise DaemonUnavailable(f"{exc}; {missing}") from None
+        clips, note = [_journal_clip(r) for r in rows], f"{NOT_RUNNING}: {exc}"
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": r["id"],
-                        "camera": r["camera"],
-                        "bay": r["bay"],
-                        "path": display_path(bytes(r["rel_path"])),
-                        "size": r["size"],
-                        "state": r["state"],
-                        "reason": r["reason"],
-                        "evidence": bool(r["evidence"]),
-                        "sha256": r["plaintext_sha256"],
-                        "upload_url": r["upload_url"],
-                    }
-                    for r in rows
-                ],
-                indent=2,
+        print(json.dumps(clips, indent=2))
+    else:
+        console = Console()
+        if note:
+            console.print(f"[bold red]{note}[/]")
+        table = Table(title="clips", title_justify="left")
+        for column in ("id", "bay", "camera", "path", "bytes", "state", "reason"):
+            table.add_column(column)
+        for c in clips:
+            table.add_row(
+                str(c["id"]),
+                c["bay"],
+                c["camera"],
+                c["path"],
+                f"{c['size']:,}",
+                f"[{_style(c['state'])}]{c['state']}[/]" if c["state"] != "WIPED" else "WIPED",
+                c["reason"] or "",
             )
-        )
-        return exitcodes.OK
-    table = Table(title="clips")
-    for column in ("id", "camera", "path", "bytes", "state", "reason"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            str(r["id"]),
-            r["camera"],
-            display_path(bytes(r["rel_path"])),
-            f"{r['size']:,}",
-            r["state"],
-            r["reason"] or "",
-        )
-    Console().print(table)
+        console.print(table)
+    return exitcodes.UNAVAILABLE if note else exitcodes.OK
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    try:
+        clip = _client(args).action(args.clip, args.action)
+    except ApiError as exc:
+        print(f"dockctl {args.action} {args.clip}: refused: {exc}", file=sys.stderr)
+        return exitcodes.FAILURE
+    print(f"clip {clip['id']} {clip['path']} ({clip['camera']}): now {clip['state']}")
     return exitcodes.OK
 
 
+def cmd_rescan(args: argparse.Namespace) -> int:
+    try:
+        result = _client(args).rescan(args.bay)
+    except ApiError as exc:
+        print(f"dockctl rescan {args.bay}: {exc}", file=sys.stderr)
+        return exitcodes.FAILURE
+    print(f"rescanning camera {result['camera']}")
+    return exitcodes.OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Live bays table and a progress bar per clip in flight, refreshed from the daemon."""
+    client = _client(args)
+    console = Console()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    )
+    bars: dict[tuple[int, str], Any] = {}
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        try:
+            while True:
+                data = client.status()
+                entries = client.progress()
+                seen = set()
+                for e in entries:
+                    key = (e["clip"], e["stage"])
+                    seen.add(key)
+                    if key not in bars:
+                        bars[key] = progress.add_task(
+                            f"{e['bay']} {e['stage']:<10} {e['name'][-28:]}",
+                            total=max(e["total"], 1),
+                        )
+                    progress.update(bars[key], completed=e["done"])
+                for key in set(bars) - seen:
+                    progress.remove_task(bars.pop(key))
+                live.update(
+                    Group(
+                        bays_table(data["bays"]),
+                        _queue_line(data["queue"]),
+                        _server_line(data["server"]),
+                        progress,
+                    )
+                )
+                if (
+                    args.until_safe
+                    and data["bays"]
+                    and all(b["safe_to_remove"] for b in data["bays"])
+                ):
+                    return exitcodes.OK
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return exitcodes.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dockctl", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dockctl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="dockd config (for state_dir)"
+        "--config", type=Path, default=DEFAULT_CONFIG, help="dockd config (socket, state_dir)"
     )
-    parser.add_argument("--state-dir", type=Path, help="read this state directory instead")
+    parser.add_argument("--socket", type=Path, help="the daemon's control socket")
+    parser.add_argument("--state-dir", type=Path, help="journal to read when the daemon is down")
     sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser(
-        "status", help="a row per camera: safe to remove, offloading, or why not"
-    )
+    status = sub.add_parser("status", help="a row per bay: SAFE TO REMOVE, progress, or why not")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    watch = sub.add_parser("watch", help="live progress per bay and clip")
+    watch.add_argument("--interval", type=float, default=0.5, metavar="S")
+    watch.add_argument(
+        "--until-safe", action="store_true", help="exit 0 once every docked camera is safe"
+    )
+    watch.set_defaults(func=cmd_watch)
     clips = sub.add_parser("clips", help="every clip the journal knows, with state and reason")
     clips.add_argument("--camera", metavar="SERIAL")
     clips.add_argument("--json", action="store_true")
     clips.set_defaults(func=cmd_clips)
+    helps = {
+        "hold": "keep a clip on the camera (stops its offload; the camera becomes removable)",
+        "release": "put a held or quarantined clip back to work",
+        "retry": "retry a FAILED clip now instead of at its scheduled time",
+    }
+    for action, text in helps.items():
+        act = sub.add_parser(action, help=text)
+        act.add_argument("clip", type=int, metavar="CLIP", help="clip id (dockctl clips)")
+        act.set_defaults(func=cmd_action, action=action)
+    rescan = sub.add_parser("rescan", help="scan a docked camera now (bay name or camera serial)")
+    rescan.add_argument("bay", metavar="BAY")
+    rescan.set_defaults(func=cmd_rescan)
+    try:  # chain-of-custody commands (audit, flag) land in their own module
+        from dockd.status import audit_cli
+    except ImportError:
+        audit_cli = None  # type: ignore[assignment]
+    if audit_cli is not None:
+        audit_cli.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from dockd.config import ConfigError
+
     try:
         return int(args.func(args))
+    except DaemonUnavailable as exc:
+        print(f"dockctl: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    except NoSocket as exc:
+        print(f"dockctl: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    except AccessDenied as exc:
+        print(f"dockctl: {exc}", file=sys.stderr)
+        return exitcodes.NOPERM
     except FileNotFoundError as exc:
         print(f"dockctl: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
@@ -172,13 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return exitcodes.NOPERM
-    except Exception as exc:
-        from dockd.config import ConfigError
-
-        if isinstance(exc, ConfigError):
-            print(f"dockctl: configuration error: {exc}", file=sys.stderr)
-            return exitcodes.CONFIG
-        raise
+    except ConfigError as exc:
+        print(f"dockctl: configuration error: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
 
 
 if __name__ == "__main__":

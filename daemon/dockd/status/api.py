@@ -1,0 +1,240 @@
+"""The control API: HTTP/JSON on a Unix socket, for `dockctl` and the station desk.
+
+Access control is the socket file: mode 0660, group `dockd` when that group exists (root and the
+group's members may connect). Each connection's peer is read with SO_PEERCRED and every action is
+recorded in the journal's transitions with the actor `uid:<n>` and logged, so a hold or a release
+can always be traced to the account that asked.
+
+Read:  GET /status, /bays (= /cameras), /clips[?camera=S], /clips/{id}, /queue, /progress, /server
+Act:   POST /clips/{id}/hold|release|retry[|flag], POST /bays/{bay}/rescan (bay or camera serial)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from dockd.journal import Journal, JournalError
+from dockd.offloader import Offloader
+from dockd.progress import ProgressBoard
+from dockd.status import views
+from dockd.status.metrics import DockMetrics, ServerTracker
+
+log = structlog.get_logger()
+
+SOCKET_GROUP = "dockd"
+
+
+@dataclass
+class ControlContext:
+    offloader: Offloader
+    progress: ProgressBoard
+    metrics: DockMetrics
+    tracker: ServerTracker
+    dock: str
+    server_url: str
+
+    @property
+    def journal(self) -> Journal:
+        return self.offloader.ctx.journal
+
+
+def peer_uid(request: web.Request) -> int | None:
+    """The connecting process' uid from the kernel (SO_PEERCRED), not from anything it sent."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return uid
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def actor_of(request: web.Request) -> str:
+    """How a request's caller is recorded: `uid:<n>` from the kernel."""
+    uid = peer_uid(request)
+    return f"uid:{uid}" if uid is not None else "uid:unknown"
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _clip_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["clip"])
+    except ValueError:
+        raise web.HTTPBadRequest(text="clip id must be a number") from None
+
+
+def create_app(ctx: ControlContext) -> web.Application:
+    app = web.Application()
+
+    async def status(_r: web.Request) -> web.Response:
+        return _json(
+            views.status_view(
+                ctx.offloader,
+                ctx.progress,
+                ctx.metrics,
+                ctx.tracker,
+                dock=ctx.dock,
+                server_url=ctx.server_url,
+            )
+        )
+
+    async def bays(_r: web.Request) -> web.Response:
+        return _json(views.bays_view(ctx.offloader, ctx.progress, ctx.metrics))
+
+    async def clips(request: web.Request) -> web.Response:
+        camera = request.query.get("camera")
+        if camera:
+            records = ctx.journal.clips_for_camera(camera, include_wiped=True)
+        else:
+            records = ctx.journal.all_clips()
+        return _json([views.clip_view(c) for c in records])
+
+    async def clip(request: web.Request) -> web.Response:
+        clip_id = _clip_id(request)
+        try:
+            record = ctx.journal.get(clip_id)
+        except JournalError:
+            raise web.HTTPNotFound(text=f"no clip {clip_id}") from None
+        history = [
+            {"at": at, "from": before, "to": after, "actor": actor, "detail": detail}
+            for at, before, after, actor, detail in ctx.journal.history(clip_id)
+        ]
+        return _json({**views.clip_view(record), "history": history})
+
+    async def queue(_r: web.Request) -> web.Response:
+        return _json(views.queue_view(ctx.offloader))
+
+    async def progress(_r: web.Request) -> web.Response:
+        return _json([views.progress_view(p) for p in ctx.progress.snapshot()])
+
+    async def server(_r: web.Request) -> web.Response:
+        return _json({"url": ctx.server_url, **ctx.tracker.as_dict()})
+
+    def action(name: str, do: Callable[[int, str], Any]) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            clip_id, actor = _clip_id(request), actor_of(request)
+            try:
+                record = do(clip_id, actor)
+            except JournalError as exc:
+                log.warning(f"operator.{name}_refused", clip=clip_id, actor=actor, reason=str(exc))
+                status = 404 if "no clip" in str(exc) or "nowhere" in str(exc) else 409
+                return _json({"error": str(exc)}, status)
+            ctx.metrics.operator_actions.labels(name).inc()
+            log.info(f"operator.{name}", clip=clip_id, actor=actor, state=record.state.value)
+            ctx.offloader.wake()
+            return _json(views.clip_view(record))
+
+        return handle
+
+    def hold(clip_id: int, actor: str) -> Any:
+        record = ctx.journal.hold(clip_id, actor=actor)
+        # The clip stops where it is, like an undock: the journal keeps every fact gathered.
+        ctx.offloader.interrupt(clip_id)
+        return record
+
+    def release(clip_id: int, actor: str) -> Any:
+        return ctx.journal.release(clip_id, actor=actor)
+
+    def retry(clip_id: int, actor: str) -> Any:
+        record = ctx.journal.retry_now(clip_id, actor=actor)
+        ctx.metrics.clip_retries.labels("operator").inc()
+        return record
+
+    async def rescan(request: web.Request) -> web.Response:
+        target, actor = request.match_info["bay"], actor_of(request)
+        serial = next(
+            (s for s, v in ctx.offloader.views.items() if target in (s, v.camera.bay)), None
+        )
+        if serial is None or not ctx.offloader.rescan(serial):
+            return _json({"error": f"no camera docked in bay {target!r}"}, 404)
+        ctx.metrics.operator_actions.labels("rescan").inc()
+        log.info("operator.rescan", camera=serial, bay=target, actor=actor)
+        return _json({"camera": serial, "rescan": True})
+
+    app.router.add_get("/status", status)
+    app.router.add_get("/bays", bays)
+    app.router.add_get("/cameras", bays)  # a row per docked camera, keyed by bay and serial
+    app.router.add_get("/clips", clips)
+    app.router.add_get("/clips/{clip}", clip)
+    app.router.add_get("/queue", queue)
+    app.router.add_get("/progress", progress)
+    app.router.add_get("/server", server)
+    app.router.add_post("/clips/{clip}/hold", action("hold", hold))
+    app.router.add_post("/clips/{clip}/release", action("release", release))
+    app.router.add_post("/clips/{clip}/retry", action("retry", retry))
+    flag = getattr(ctx.journal, "flag", None)
+    if flag is not None:  # chain-of-custody flag (journal.flag), when the journal has it
+        app.router.add_post(
+            "/clips/{clip}/flag", action("flag", lambda cid, actor: flag(cid, actor=actor))
+        )
+    app.router.add_post("/bays/{bay}/rescan", rescan)
+    return app
+
+
+def _restrict(path: Path) -> str | None:
+    """Mode 0660 and group dockd (if it exists). Returns a note when the group is missing."""
+    os.chmod(path, 0o660)
+    try:
+        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
+    except KeyError:
+        return f"group {SOCKET_GROUP!r} does not exist: socket left in group {os.stat(path).st_gid}"
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        return f"cannot give the socket to group {SOCKET_GROUP!r} (not root, not a member)"
+    return None
+
+
+def _prepare_path(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_socket():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a daemon that died
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path}: another dockd is already listening on this control socket")
+
+
+async def serve_control(ctx: ControlContext, path: Path) -> web.AppRunner:
+    """Listen on the Unix socket `path` (a stale socket file is replaced). cleanup() stops it."""
+    _prepare_path(path)
+    app = create_app(ctx)
+
+    async def remove_socket(_app: web.Application) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # a stopped daemon leaves no socket behind: dockctl says "not running"
+
+    app.on_cleanup.append(remove_socket)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    # Created under a tight umask so there is no moment where others can connect.
+    old = os.umask(0o117)
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    finally:
+        os.umask(old)
+    note = _restrict(path)
+    log.info("control.listening", socket=str(path), note=note)
+    return runner
