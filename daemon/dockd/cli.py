@@ -23,6 +23,8 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     )
     print(f"age identity, decrypts evidence (evidence service only): {result.age_identity}")
     print(f"age recipient (dock: encryption.recipients): {result.age_recipient}")
+    print(f"dock manifest signing key (dock: dock.signing_key): {result.dock_signing_key}")
+    print(f"dock public key (register with the server / verifiers): {result.dock_public_key}")
     return exitcodes.OK
 
 
@@ -49,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         app_cli = None
     if app_cli is not None:
         app_cli.register(sub)
+
+    from dockd.custody import verify as custody_verify
+
+    verify = sub.add_parser(
+        "verify", help="check stored evidence offline against its manifest and receipt"
+    )
+    custody_verify.add_arguments(verify)
+    verify.set_defaults(func=custody_verify.run)
     return parser
 
 

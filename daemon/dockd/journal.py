@@ -22,6 +22,7 @@ data) so a copied journal alone does not decrypt uploads, and erased once the cl
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import os
 import sqlite3
@@ -35,7 +36,9 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-SCHEMA_VERSION = 1
+from dockd.custody import audit
+
+SCHEMA_VERSION = 2
 
 
 class State(enum.StrEnum):
@@ -173,6 +176,14 @@ CREATE TABLE transitions (
 );
 """
 
+# Schema 2 (chain of custody): the hash-chained audit log, and each clip's signed manifest with the
+# URL of its upload to the server (NULL until sent).
+_SCHEMA_V2 = (
+    audit.SCHEMA,
+    "ALTER TABLE clips ADD COLUMN manifest TEXT",
+    "ALTER TABLE clips ADD COLUMN manifest_url TEXT",
+)
+
 _COLUMNS = (
     "id, camera, model, bay, rel_path, size, mtime_ns, dev, ino, session, state, reason, retry_at, "
     "attempts, evidence, recorded_at, recorded_at_source, metadata, plaintext_sha256, "
@@ -233,6 +244,13 @@ class Journal:
         """Open (creating or migrating) `state_dir/journal.db`; refuse a damaged or foreign one."""
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         path = state_dir / "journal.db"
+        # Only a journal that does not exist yet may be created. SQLite takes a damaged file
+        # shorter than one page (or a lone WAL) for an empty database; creating a schema there
+        # would silently forget every upload in flight.
+        fresh = not any(
+            candidate.exists() and candidate.stat().st_size > 0
+            for candidate in (path, path.with_name(path.name + "-wal"))
+        )
         sealer = Sealer.from_key_file(state_dir / "journal.key")
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
@@ -251,12 +269,26 @@ class Journal:
                 f"{path}: journal failed its integrity check ({check}); nothing will be wiped."
             )
         journal = cls(conn, sealer, path)
-        journal._migrate()
+        journal._migrate(fresh=fresh)
         return journal
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, fresh: bool) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
+            return
+        if version == 1:
+            with self._tx():
+                for statement in _SCHEMA_V2:
+                    self._conn.execute(statement)
+                audit.append(
+                    self._conn,
+                    component="journal",
+                    event="journal.migrated",
+                    subject=str(self.path),
+                    detail={"from": 1, "to": SCHEMA_VERSION},
+                )
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._anchor()
             return
         if version == 0:
             tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -264,10 +296,19 @@ class Journal:
                 raise JournalError(
                     f"{self.path}: not a dockd journal (unknown tables, no schema version)"
                 )
+            if not fresh:
+                self._conn.close()
+                raise JournalError(
+                    f"{self.path}: journal is damaged (the file exists but holds no dockd data: "
+                    "truncated?); nothing will be wiped. See the README section 'Recovering a "
+                    "damaged journal'."
+                )
             with self._tx():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
+                for statement in _SCHEMA_V2:
+                    self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return
         raise JournalError(
@@ -328,6 +369,18 @@ class Journal:
             (*cams, now),
         )
 
+    def state_totals(self) -> dict[str, tuple[int, int]]:
+        """Clips and plaintext bytes per state, WIPED excluded (for status and metrics)."""
+        rows = self._conn.execute(
+            "SELECT state, count(*), coalesce(sum(size), 0) FROM clips "
+            "WHERE state != 'WIPED' GROUP BY state"
+        ).fetchall()
+        return {state: (count, size) for state, count, size in rows}
+
+    def last_confirmed_at(self) -> float | None:
+        """Unix time of the most recent confirmation recorded (for the metrics after a restart)."""
+        return self._conn.execute("SELECT max(confirmed_at) FROM clips").fetchone()[0]
+
     def secrets(self, clip_id: int) -> bytes:
         row = self._conn.execute(
             "SELECT sealed_secrets FROM clips WHERE id = ?", (clip_id,)
@@ -360,7 +413,7 @@ class Journal:
         marks = ",".join("?" * len(allowed))
         with self._tx():
             before = self._conn.execute(
-                "SELECT state FROM clips WHERE id = ?", (clip_id,)
+                "SELECT state, camera FROM clips WHERE id = ?", (clip_id,)
             ).fetchone()
             cur = self._conn.execute(
                 f"UPDATE clips SET {assignments} WHERE id = ? AND state IN ({marks})",  # noqa: S608
@@ -376,6 +429,18 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (clip_id, now, before[0], to.value, actor, detail),
             )
+            # The audit record commits with the transition it records, or neither does.
+            audit.append(
+                self._conn,
+                component="pipeline" if actor == "dockd" else "operator",
+                event=f"clip.{to.value.lower()}",
+                subject=f"clip {clip_id}",
+                outcome="failure" if to in (State.FAILED, State.QUARANTINED) else "ok",
+                actor=actor,
+                detail={"camera": before[1], "from": before[0], "to": to.value, "detail": detail},
+                at=now,
+            )
+        self._anchor()
         return self.get(clip_id)
 
     def add_clip(self, clip: NewClip) -> ClipRecord:
@@ -411,6 +476,21 @@ class Journal:
                 "VALUES (?, ?, NULL, ?, 'dockd', ?)",
                 (clip_id, now, State.DISCOVERED.value, f"size={clip.size}"),
             )
+            audit.append(
+                self._conn,
+                component="offloader",
+                event="clip.discovered",
+                subject=f"clip {clip_id}",
+                detail={
+                    "camera": clip.camera,
+                    "bay": clip.bay,
+                    "path": clip.rel_path.decode("utf-8", "backslashreplace"),
+                    "size": clip.size,
+                    "evidence": clip.evidence,
+                },
+                at=now,
+            )
+        self._anchor()
         return self.get(clip_id)
 
     def seen_in_session(self, clip_id: int, session: str, dev: int, ino: int, bay: str) -> None:
@@ -566,6 +646,130 @@ class Journal:
             retry_at=None,
         )
 
+    def flag(self, clip_id: int, *, actor: str) -> ClipRecord:
+        """Mark a clip as evidence (it also goes first). Only before its upload exists: the flag
+        travels in the tus creation metadata, which cannot change afterwards."""
+        with self._tx():
+            row = self._conn.execute(
+                "SELECT state, camera, upload_url, confirmation FROM clips WHERE id = ?", (clip_id,)
+            ).fetchone()
+            if row is None:
+                raise JournalError(f"no clip {clip_id}")
+            state, camera, url, confirmation = row
+            if url is not None or confirmation is not None or state == State.WIPED.value:
+                audit.append(
+                    self._conn,
+                    component="operator",
+                    event="operator.flag",
+                    subject=f"clip {clip_id}",
+                    outcome="refused",
+                    actor=actor,
+                    detail={"camera": camera, "state": state, "why": "upload already created"},
+                )
+                refused = True
+            else:
+                self._conn.execute(
+                    "UPDATE clips SET evidence = 1, updated_at = ? WHERE id = ?",
+                    (time.time(), clip_id),
+                )
+                audit.append(
+                    self._conn,
+                    component="operator",
+                    event="operator.flag",
+                    subject=f"clip {clip_id}",
+                    actor=actor,
+                    detail={"camera": camera, "state": state},
+                )
+                refused = False
+        self._anchor()
+        if refused:
+            raise JournalError(
+                f"clip {clip_id} ({state}): its upload already exists, so the server was told "
+                "evidence=false at creation; a clip can be flagged only before it starts uploading"
+            )
+        return self.get(clip_id)
+
+    # ---- chain of custody ----------------------------------------------------------------
+    def audit(
+        self,
+        event: str,
+        subject: str,
+        *,
+        component: str = "daemon",
+        outcome: str = "ok",
+        actor: str = "dockd",
+        detail: dict[str, Any] | None = None,
+    ) -> tuple[int, str]:
+        """Append one audit record for an event that is not a clip transition."""
+        with self._tx():
+            result = audit.append(
+                self._conn,
+                component=component,
+                event=event,
+                subject=subject,
+                outcome=outcome,
+                actor=actor,
+                detail=detail,
+            )
+        self._anchor()
+        return result
+
+    def audit_head(self) -> tuple[int, str]:
+        return audit.head(self._conn)
+
+    def _anchor(self) -> None:
+        # After the commit: a crash in between leaves the anchor one record behind, which the
+        # verifier reports as a lag, never as tampering.
+        audit.write_head(self.path.parent, *audit.head(self._conn))
+
+    def store_manifest(self, clip_id: int, manifest: str) -> None:
+        """Keep a confirmed clip's signed manifest (once: a signed manifest is never replaced)."""
+        with self._tx():
+            cur = self._conn.execute(
+                "UPDATE clips SET manifest = ? WHERE id = ? AND manifest IS NULL "
+                "AND confirmation IS NOT NULL",
+                (manifest, clip_id),
+            )
+            if cur.rowcount != 1:
+                raise JournalError(f"clip {clip_id}: not confirmed, or its manifest already exists")
+            audit.append(
+                self._conn,
+                component="pipeline",
+                event="manifest.signed",
+                subject=f"clip {clip_id}",
+                detail={"sha256": _sha256_text(manifest)},
+            )
+        self._anchor()
+
+    def manifest(self, clip_id: int) -> tuple[str | None, str | None]:
+        """(signed manifest, URL it was uploaded to) for a clip."""
+        row = self._conn.execute(
+            "SELECT manifest, manifest_url FROM clips WHERE id = ?", (clip_id,)
+        ).fetchone()
+        if row is None:
+            raise JournalError(f"no clip {clip_id}")
+        return row[0], row[1]
+
+    def unsent_manifests(self, limit: int) -> list[tuple[int, str, str]]:
+        """(clip id, signed manifest, clip upload URL) of manifests not yet on the server."""
+        return self._conn.execute(
+            "SELECT id, manifest, upload_url FROM clips WHERE manifest IS NOT NULL "
+            "AND manifest_url IS NULL AND upload_url IS NOT NULL ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    def manifest_sent(self, clip_id: int, url: str) -> None:
+        with self._tx():
+            self._conn.execute("UPDATE clips SET manifest_url = ? WHERE id = ?", (url, clip_id))
+            audit.append(
+                self._conn,
+                component="pipeline",
+                event="manifest.uploaded",
+                subject=f"clip {clip_id}",
+                detail={"url": url},
+            )
+        self._anchor()
+
     def note(self, clip_id: int, reason: str, retry_at: float | None = None) -> None:
         """Say why a clip is waiting without changing its state (e.g. 'server gave no receipt')."""
         with self._tx():
@@ -573,6 +777,10 @@ class Journal:
                 "UPDATE clips SET reason = ?, retry_at = ?, updated_at = ? WHERE id = ?",
                 (reason, retry_at, time.time(), clip_id),
             )
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _record(row: tuple[Any, ...]) -> ClipRecord:

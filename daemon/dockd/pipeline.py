@@ -14,21 +14,23 @@ import hashlib
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import aiohttp
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from dockd import clipio
 from dockd.config import Settings
 from dockd.confirm import ConfirmationMismatch, NotConfirmed, confirm, recheck
 from dockd.crypto import age
+from dockd.custody.attest import attest
 from dockd.devices.camera import ClipReplaced, FileIdentity, UnsafeFile, display_path, wipe_clip
 from dockd.devices.source import DockedCamera
 from dockd.journal import ClipRecord, Journal, State
 from dockd.progress import ProgressBoard
+from dockd.status.metrics import DockMetrics, reason_class
 from dockd.transport import tus
 
 log = structlog.get_logger()
@@ -44,6 +46,8 @@ class PipelineContext:
     client: tus.TusClient
     server_key: Ed25519PublicKey | None
     progress: ProgressBoard
+    dock_key: Ed25519PrivateKey | None = None  # signs manifests at CONFIRMED (custody.attest)
+    metrics: DockMetrics = field(default_factory=DockMetrics)
 
 
 # A hostile camera can make paths of several KiB (escaped non-UTF-8 names grow 4x); servers cap
@@ -75,9 +79,10 @@ def wire_metadata(clip: ClipRecord, dock_id: str) -> dict[str, str]:
         "evidence": "true" if clip.evidence else "false",
         "encryption": "age-v1",
     }
-    officer = clip.metadata.get("officer")
-    if isinstance(officer, str) and officer:
-        metadata["officer"] = officer
+    for key in ("officer", "category"):
+        value = clip.metadata.get(key)
+        if isinstance(value, str) and value:
+            metadata[key] = value
     return metadata
 
 
@@ -96,6 +101,10 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
     """Take one clip as far as it can go now. Cancellation (undock, shutdown) is always safe."""
     journal = ctx.journal
     clip = journal.get(clip_id)
+    # Every event this clip's task logs (here and in the modules it calls) carries these keys.
+    # The task runs in its own copy of the context (create_task), so nothing leaks to others.
+    structlog.contextvars.bind_contextvars(clip=clip_id, camera=clip.camera, bay=camera.bay)
+    metrics = ctx.metrics
     bound = log.bind(
         clip=clip_id, camera=clip.camera, bay=camera.bay, path=display_path(clip.rel_path)
     )
@@ -103,6 +112,7 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
     try:
         if clip.state is State.FAILED:
             clip = journal.resume_failed(clip_id)
+            metrics.clip_retries.labels(metrics.failure_causes.pop(clip_id, "other")).inc()
         for _step in range(12):  # every step moves forward; the bound only guards against a bug
             if clip.state is State.DISCOVERED:
                 clip = await _hash(ctx, clip, camera, stop)
@@ -115,6 +125,7 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
                 if clip.state is State.UPLOADED:
                     return  # waiting for the server; the reason is noted
             elif clip.state is State.CONFIRMED:
+                await attest(ctx, clip)  # signs + keeps the manifest; never blocks the wipe
                 clip = await _wipe(ctx, clip, camera, stop)
             else:
                 return
@@ -125,9 +136,11 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
     except (UnsafeFile, clipio.ClipChangedError, ClipReplaced, ConfirmationMismatch) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         bound.warning("clip.quarantined", reason=reason)
+        metrics.clips_quarantined.labels(reason_class(exc)).inc()
         journal.quarantine(clip_id, reason)
     except NotConfirmed as exc:
         bound.warning("clip.not_confirmed", reason=str(exc))
+        metrics.clips_failed.labels("no_receipt").inc()
         journal.note(clip_id, str(exc), time.time() + CONFIRM_RECHECK_SECONDS)
     except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
         hint = getattr(exc, "retry_after", None)
@@ -135,6 +148,8 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
         wait = _backoff(ctx, current.attempts, hint)
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, tus.TusError) else str(exc)
         bound.warning("clip.failed", reason=reason, retry_in=round(wait, 1))
+        metrics.clips_failed.labels(reason_class(exc)).inc()
+        metrics.failure_causes[clip_id] = reason_class(exc)
         journal.mark_failed(clip_id, reason, time.time() + wait)
     except OSError as exc:
         if not camera.root.exists():
@@ -142,6 +157,7 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
             return
         reason = f"unreadable on camera: {exc.strerror or exc}"
         bound.warning("clip.quarantined", reason=reason)
+        metrics.clips_quarantined.labels("unreadable").inc()
         journal.quarantine(clip_id, reason)
     finally:
         stop.set()
@@ -154,6 +170,11 @@ async def _hash(
     entry = ctx.progress.stage(
         clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "hashing", clip.size
     )
+
+    def on_read(done: int) -> None:  # runs in the hashing thread; the counter is thread-safe
+        ctx.metrics.read_bytes.inc(max(done - entry.done, 0))
+        entry.done = done
+
     prepared = await asyncio.to_thread(
         clipio.prepare,
         camera.root,
@@ -161,7 +182,7 @@ async def _hash(
         _identity(clip),
         ctx.settings.recipients,
         stop,
-        lambda done: setattr(entry, "done", done),
+        on_read,
     )
     log.info(
         "clip.hashed",
@@ -183,6 +204,14 @@ async def _hash(
 async def _create(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     assert clip.ciphertext_length is not None
     url = await ctx.client.create(clip.ciphertext_length, wire_metadata(clip, ctx.settings.dock.id))
+    if ctx.journal.get(clip.id).evidence != clip.evidence:
+        # Flagged by an operator while the creation was in flight: the server was told otherwise,
+        # so make the upload again with the flag (the abandoned empty one expires on the server).
+        log.info("clip.flagged_during_create", clip=clip.id, abandoned=url)
+        clip = ctx.journal.get(clip.id)
+        url = await ctx.client.create(
+            clip.ciphertext_length, wire_metadata(clip, ctx.settings.dock.id)
+        )
     log.info("clip.upload_created", clip=clip.id, camera=clip.camera, upload=url)
     return ctx.journal.mark_uploading(clip.id, url)
 
@@ -211,6 +240,7 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
         nonlocal last
         if offset > last:
             ctx.progress.bytes_uploaded += offset - last
+            ctx.metrics.uploaded(clip.camera, offset - last)
         last = entry.done = offset
 
     try:
@@ -231,6 +261,8 @@ async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
         return ctx.journal.forget_upload(clip.id, f"server lost the finished upload: {exc}")
     record = confirm(ctx.settings.server.confirm, state, clip, ctx.server_key)
     confirmed = ctx.journal.mark_confirmed(clip.id, record)
+    ctx.metrics.clips_confirmed.labels(record["policy"]).inc()
+    ctx.metrics.last_confirmation.set(time.time())
     log.info(
         "clip.confirmed",
         clip=clip.id,
@@ -271,14 +303,21 @@ async def _wipe(
     except FileNotFoundError:
         return _already_gone(ctx, clip)
     log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
-    return ctx.journal.mark_wiped(clip.id)
+    return _wiped(ctx, clip)
 
 
 def _already_gone(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     # The server holds the confirmed copy; the camera file is gone (e.g. a crash after the unlink
     # and before the journal said WIPED). Nothing is lost: record it as wiped, and say so.
     log.info("clip.wiped", clip=clip.id, camera=clip.camera, note="already gone from the camera")
-    return ctx.journal.mark_wiped(clip.id)
+    return _wiped(ctx, clip)
+
+
+def _wiped(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
+    wiped = ctx.journal.mark_wiped(clip.id)
+    ctx.metrics.clips_wiped.inc()
+    ctx.metrics.clip_seconds.observe(max(wiped.updated_at - clip.discovered_at, 0.0))
+    return wiped
 
 
 def utc_iso(ns: int) -> str:

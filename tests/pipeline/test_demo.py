@@ -17,8 +17,15 @@ def test_demo_verifies_and_leaves_a_decryptable_store(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "ALL VERIFIED" in proc.stdout
-    sidecars = sorted((workdir / "store" / "complete").glob("*.json"))
+    stored = [json.loads(p.read_text()) for p in (workdir / "store" / "complete").glob("*.json")]
+    manifests = [m for m in stored if "manifest_for" in m["metadata"]]
+    sidecars = sorted(
+        workdir / "store" / "complete" / f"{m['upload']}.json" for m in stored if m not in manifests
+    )
     assert len(sidecars) == 8
+    # each clip's dock-signed manifest went to the server too, linked by upload id (CUSTODY.md)
+    linked = sorted(m["metadata"]["manifest_for"] for m in manifests)
+    assert linked == sorted(s.stem for s in sidecars)
     # independently of the demo's own check: the stock age CLI decrypts to the custody hash
     for sidecar in sidecars[:3]:
         meta = json.loads(sidecar.read_text())

@@ -182,40 +182,53 @@ class KeygenResult:
     server_public_key: Path  # dock config: server.receipt_public_key
     age_identity: Path  # decrypts evidence: the evidence service / investigators, never a dock
     age_recipient: Path  # dock config: encryption.recipients
+    dock_signing_key: Path | None = None  # dock config: dock.signing_key (signs manifests)
+    dock_public_key: Path | None = None  # what the server / a verifier registers for this dock
 
     def files(self) -> list[Path]:
+        optional = [p for p in (self.dock_signing_key, self.dock_public_key) if p is not None]
         return [
             self.server_signing_key,
             self.server_public_key,
             self.age_identity,
             self.age_recipient,
+            *optional,
         ]
 
 
-def keygen(out_dir: Path) -> KeygenResult:
-    """Write a server receipt-signing key pair and an age identity + recipient into `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = KeygenResult(
-        server_signing_key=out_dir / "server-receipt.key",
-        server_public_key=out_dir / "server-receipt.pub",
-        age_identity=out_dir / "identity.txt",
-        age_recipient=out_dir / "recipient.txt",
-    )
-    existing = [p for p in result.files() if p.exists()]
-    if existing:
-        raise KeyFileError(
-            f"refusing to overwrite existing key file(s): {', '.join(map(str, existing))}"
-        )
+def _write_ed25519_pair(private_path: Path, public_path: Path) -> None:
     signing = Ed25519PrivateKey.generate()
     write_private(
-        result.server_signing_key,
+        private_path,
         signing.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
     )
-    write_public(result.server_public_key, public_key_pem(signing.public_key()))
+    write_public(public_path, public_key_pem(signing.public_key()))
+
+
+def keygen(out_dir: Path) -> KeygenResult:
+    """Write a server receipt-signing key pair, an age identity + recipient and the dock's
+    manifest-signing key pair into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = KeygenResult(
+        server_signing_key=out_dir / "server-receipt.key",
+        server_public_key=out_dir / "server-receipt.pub",
+        age_identity=out_dir / "identity.txt",
+        age_recipient=out_dir / "recipient.txt",
+        dock_signing_key=out_dir / "dock-signing.key",
+        dock_public_key=out_dir / "dock-signing.pub",
+    )
+    existing = [p for p in result.files() if p.exists()]
+    if existing:
+        raise KeyFileError(
+            f"refusing to overwrite existing key file(s): {', '.join(map(str, existing))}"
+        )
+    _write_ed25519_pair(result.server_signing_key, result.server_public_key)
+    assert result.dock_signing_key is not None and result.dock_public_key is not None
+    _write_ed25519_pair(result.dock_signing_key, result.dock_public_key)
     identity = AgeIdentity.generate()
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     write_private(
