@@ -160,3 +160,21 @@ def test_sealing_key_must_be_private(tmp_path):
     (tmp_path / "journal.key").chmod(0o644)
     with pytest.raises(Exception, match="chmod 600"):
         Journal.open(tmp_path)
+
+
+def test_a_journal_that_looks_empty_is_damaged_not_new(tmp_path):
+    journal = Journal.open(tmp_path)
+    journal.add_clip(_new())
+    journal.close()
+    db = tmp_path / "journal.db"
+    head = db.read_bytes()[:2048]  # less than one page: SQLite would call it an empty database
+    db.write_bytes(head)
+    for extra in ("journal.db-wal", "journal.db-shm"):
+        (tmp_path / extra).unlink(missing_ok=True)
+    with pytest.raises(JournalError, match="damaged"):
+        Journal.open(tmp_path)
+
+
+def test_a_zero_byte_journal_is_new(tmp_path):
+    (tmp_path / "journal.db").write_bytes(b"")  # a crash right after the file was created
+    Journal.open(tmp_path).close()
