@@ -183,7 +183,6 @@ class Daemon:
             journal.close()
             log.info("dockd.stopped")
 
-
     async def _start_status(self, offloader: Offloader, journal: Journal) -> list[web.AppRunner]:
         """The control socket and the metrics endpoint, when [status] configures them."""
         from dockd.status import api, metrics, views
@@ -201,9 +200,21 @@ class Daemon:
                 self.settings.dock.id,
                 self.settings.server.url,
             )
-            runners.append(await api.serve_control(control, status.socket))
+            try:
+                runners.append(await api.serve_control(control, status.socket))
+            except OSError as exc:
+                raise StartupError(
+                    f"[status] socket {status.socket}: cannot listen: {exc}"
+                ) from None
         if status.metrics is not None:
-            runners.append(await metrics.serve_metrics(self.metrics, status.metrics))
+            try:
+                runners.append(await metrics.serve_metrics(self.metrics, status.metrics))
+            except OSError as exc:
+                for runner in runners:
+                    await runner.cleanup()
+                raise StartupError(
+                    f"[status] metrics {status.metrics}: cannot listen: {exc}"
+                ) from None
             log.info("metrics.listening", address=status.metrics)
         return runners
 

@@ -59,6 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except JournalError as exc:
         print(f"dockd: journal error: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
+    except StartupError as exc:  # e.g. the metrics port or the control socket is taken
+        print(f"dockd: configuration error: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
     return exitcodes.OK
 
 

@@ -194,6 +194,11 @@ class _Reader:
             raise self.error(unknown[0], "unknown key (typo?)")
 
 
+def _is_host_port(text: str) -> bool:
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", text)
+    return match is not None and 0 < int(match.group(2)) < 65536
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {
         str: "a string",
@@ -372,6 +377,10 @@ def parse(source: Path, data: Mapping[str, Any]) -> Settings:
         socket=status_table.path("socket", None),
         metrics=status_table.text("metrics", None) or None,
     )
+    if status.metrics is not None and not _is_host_port(status.metrics):
+        raise status_table.error(
+            "metrics", f'must be "host:port" (e.g. "127.0.0.1:9464"), got {status.metrics!r}'
+        )
     status_table.reject_unknown()
     officers = _read_officers(root)
     udev = _read_udev(root)

@@ -177,3 +177,27 @@ def test_journal_overwritten_with_garbage_refuses(setup):
         Path(str(journal) + extra).unlink(missing_ok=True)
     journal.write_bytes(os.urandom(8192))
     _assert_refused(_run(config), tmp_path, str(journal), "damaged")
+
+
+def test_malformed_metrics_address(setup):
+    tmp_path, _keys, data = setup
+    data = _mutate(data, ["status"], {"metrics": "localhost"})
+    config = write_toml(tmp_path / "dockd.toml", data)
+    _assert_refused(_run(config), tmp_path, str(config), "status.metrics", "host:port")
+
+
+def test_metrics_port_already_taken(setup):
+    tmp_path, _keys, data = setup
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = _mutate(data, ["status"], {"metrics": f"127.0.0.1:{port}"})
+        proc = _run(write_toml(tmp_path / "dockd.toml", data))
+    # Found only once the daemon runs, so log lines come first; the last line says what and why.
+    assert proc.returncode == 78, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "metrics" in last and "cannot listen" in last and "Traceback" not in proc.stderr
+    assert (tmp_path / "bays/bay-1/DCIM/A.MP4").read_bytes() == b"evidence"
