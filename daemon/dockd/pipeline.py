@@ -150,6 +150,8 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
         bound.warning("clip.failed", reason=reason, retry_in=round(wait, 1))
         metrics.clips_failed.labels(reason_class(exc)).inc()
         metrics.failure_causes[clip_id] = reason_class(exc)
+        if len(metrics.failure_causes) > 10_000:  # clips parked for good: keep the map bounded
+            metrics.failure_causes.pop(next(iter(metrics.failure_causes)))
         journal.mark_failed(clip_id, reason, time.time() + wait)
     except OSError as exc:
         if not camera.root.exists():

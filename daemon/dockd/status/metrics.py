@@ -200,6 +200,9 @@ class RateWindow:
         samples.append((now, nbytes))
         while samples and samples[0][0] < now - self.window:
             samples.popleft()
+        if len(self._samples) > 64:  # cameras come and go for months: forget the idle ones
+            for idle in [k for k, v in self._samples.items() if v[-1][0] < now - self.window]:
+                del self._samples[idle]
 
     def rate(self, key: str) -> float:
         samples = self._samples.get(key)
