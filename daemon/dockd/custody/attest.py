@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ import structlog
 from dockd.confirm import upload_id
 from dockd.custody import canonical
 from dockd.custody import manifest as manifests
+from dockd.durable import replace_file
 from dockd.journal import ClipRecord, JournalError
 from dockd.transport import tus
 
@@ -98,22 +98,10 @@ def facts(
 
 
 def write_file(directory: Path, name: str, data: bytes) -> Path:
-    """Write a new file durably (tmp, fsync, rename, fsync dir)."""
+    """Write a manifest durably into `directory` (it must survive a power cut: sync the dir)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o750)
     path = directory / name
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_file(path, data)
     return path
 
 

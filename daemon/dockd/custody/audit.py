@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dockd.custody import canonical
+from dockd.durable import replace_file
 
 GENESIS = "0" * 64
 HEAD_FILE = "audit.head"
@@ -103,16 +103,8 @@ def write_head(state_dir: Path, seq: int, digest: str) -> None:
     come back, which the verifier accepts as a lag (never as tampering). That saves an fsync per
     audit record on the event loop (development VM, ext4: 1-2.5 ms per record with the anchor,
     0.4-1 ms for the commit alone; the directory fsync cost up to ~10 ms more)."""
-    path = state_dir / HEAD_FILE
-    tmp = path.with_name(HEAD_FILE + ".tmp")
     data = canonical.dumps({"seq": seq, "hash": digest}) + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_file(state_dir / HEAD_FILE, data, sync_dir=False)
 
 
 def read_head(state_dir: Path) -> tuple[int, str] | None:
