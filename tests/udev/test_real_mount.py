@@ -21,7 +21,7 @@ from dockd.crypto.keys import keygen
 from dockd.devices.mount import BlockDevice, MountSyscall
 from dockd.devices.source import CameraEvents, DockedCamera
 from dockd.devices.udev import CameraDocks, Candidate
-from pipeline.conftest import start_counting_receiver
+from support.counting_receiver import start_counting_receiver
 from support.dock import journal_rows, settings_from, wait_for
 
 from .conftest import udev_config

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from dockd.crypto.keys import keygen
-from pipeline.conftest import start_counting_receiver
+from support.counting_receiver import start_counting_receiver
 from support.dock import journal_rows, wait_for
 
 from .conftest import CAMERA, FIXTURES, pytestmark, udev_config, write_config
