@@ -22,6 +22,7 @@ class CountingReceiver:
     runner: web.AppRunner
     patch_bytes: Counter[str] = field(default_factory=Counter)  # upload id -> Content-Length sum
     patches: int = 0
+    patch_log: list[tuple[str, int, int]] = field(default_factory=list)  # (upload, offset, length)
     patch_delay: float = 0.0
     unavailable: bool = False
 
@@ -43,9 +44,10 @@ async def start_counting_receiver(
             return web.Response(status=503, headers={"Retry-After": "0", "Tus-Resumable": "1.0.0"})
         if request.method == "PATCH":
             receiver.patches += 1
-            receiver.patch_bytes[request.path.rstrip("/").rsplit("/", 1)[-1]] += (
-                request.content_length or 0
-            )
+            upload = request.path.rstrip("/").rsplit("/", 1)[-1]
+            receiver.patch_bytes[upload] += request.content_length or 0
+            offset = int(request.headers.get("Upload-Offset", "-1"))
+            receiver.patch_log.append((upload, offset, request.content_length or 0))
             if receiver.patch_delay:
                 await asyncio.sleep(receiver.patch_delay)
         return await handler(request)
