@@ -136,3 +136,34 @@ async def test_shutdown_ends_a_body_in_flight_with_what_it_stored(tmp_path, sess
         assert (await tus.head(location)).offset == kept
         assert (await tus.patch(location, kept, data[kept:])).status == 204
         assert receiver.stored_bytes(upload_id) == data
+
+
+@pytest.mark.timeout(30)
+async def test_a_late_stale_patch_does_not_cut_off_a_body_that_is_still_flowing(tus: Tus, rx):
+    """A request delayed in the network (from a connection the client already gave up) arrives
+    after the client's live resume: the live transfer must complete, the stale one gets 409."""
+    live_data, stale_data = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    location = (await tus.create(len(live_data))).headers["Location"]
+    upload_id = upload_id_of(location)
+    live = await RawRequest.patch(
+        location,
+        offset=0,
+        content_length=len(live_data),
+        checksum=checksum_header("sha256", live_data),
+    )
+    await live.send(live_data[:MiB])
+    await wait_for(lambda: partial_size(rx.store, upload_id) >= MiB // 2)
+
+    async def keep_flowing() -> None:  # 1 MiB more over ~1.6 s: longer than the grace
+        for start in range(MiB, 2 * MiB, 64 * 1024):
+            await live.send(live_data[start : start + 64 * 1024])
+            await asyncio.sleep(0.1)
+
+    flowing = asyncio.create_task(keep_flowing())
+    stale = await tus.patch(location, 0, stale_data)
+    await flowing
+    status, _ = await live.response()
+    await live.close()
+    assert status == 204  # the live transfer completed ...
+    assert stale.status == 409  # ... and the late one learned the new offset
+    assert rx.stored_bytes(upload_id) == live_data

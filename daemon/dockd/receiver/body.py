@@ -48,6 +48,7 @@ class Cutoff:
         self._deadline: asyncio.Timeout | None = None
         self._reading = False
         self.reason: str | None = None  # why the body was cut off on purpose
+        self.superseded = False  # a newer request for the upload is waiting (see supersede)
 
     def cut(self, reason: str) -> None:
         """End the body read as soon as possible (bytes already received are kept)."""
@@ -56,6 +57,23 @@ class Cutoff:
         deadline = self._deadline
         if self._reading and deadline is not None and not deadline.expired():
             deadline.reschedule(asyncio.get_running_loop().time())
+
+    def supersede(self, grace: float) -> None:
+        """A newer request for this upload waits: this body may now be silent for `grace` s at most.
+
+        A dead connection (a client resuming after a network drop) is cut off within `grace`
+        instead of the full idle timeout, while a transfer that keeps flowing completes. Cutting
+        at once instead would let a stale request, delayed in the network and arriving after
+        the client's live resume, cut off the live one.
+        """
+        self.superseded = True
+        self._idle = min(self._idle, grace)
+        deadline = self._deadline
+        if self._reading and deadline is not None and not deadline.expired():
+            soon = asyncio.get_running_loop().time() + grace
+            when = deadline.when()
+            if when is None or when > soon:
+                deadline.reschedule(soon)
 
     async def read(self, deadline: asyncio.Timeout, content: StreamReader) -> bytes:
         if self.reason is not None:
@@ -167,7 +185,7 @@ async def receive_body(
                 count += len(piece)
                 await writer.add(piece)
     except TimeoutError:
-        interrupted = cutoff.reason or "idle"
+        interrupted = cutoff.reason or ("superseded" if cutoff.superseded else "idle")
     except BodyCut as exc:
         interrupted = exc.reason
     except (ConnectionError, HttpProcessingError):

@@ -46,6 +46,8 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 # Status for a body that ended early, by reason. The client is usually gone; the connection is
 # closed either way, as the spec asks for a timeout.
+# How long a body still being read may stay silent once a newer request for its upload waits.
+SUPERSEDE_GRACE = 1.0
 _INTERRUPTED_STATUS = {"idle": 408, "superseded": 409, "shutdown": 503, "disconnected": 400}
 
 
@@ -72,11 +74,18 @@ class Upload:
     def length(self) -> int:
         return self.info.length
 
-    def supersede(self) -> int:
-        """Register a newer request that will change this upload; cut off the body being read."""
+    def supersede(self, *, at_once: bool = False) -> int:
+        """Register a newer request that will change this upload.
+
+        The body being read, if any, gets SUPERSEDE_GRACE seconds of silence at most (or is cut
+        off `at_once`, for a DELETE): see `Cutoff.supersede`.
+        """
         self.generation += 1
         if self.cutoff is not None:
-            self.cutoff.cut("superseded")
+            if at_once:
+                self.cutoff.cut("superseded")
+            else:
+                self.cutoff.supersede(SUPERSEDE_GRACE)
         return self.generation
 
 
@@ -322,7 +331,7 @@ class Registry:
         # A newer request or a shutdown may have come while this one waited for the hash
         # rebuild, before it had a cutoff to trigger: honour it now.
         if generation != upload.generation:
-            cutoff.cut("superseded")
+            cutoff.supersede(SUPERSEDE_GRACE)
         elif self.stopping:
             cutoff.cut("shutdown")
         try:
@@ -462,7 +471,7 @@ class Registry:
 
     async def terminate(self, upload: Upload) -> None:
         """DELETE of an unfinished upload: remove its data; later requests get 404."""
-        generation = upload.supersede()
+        generation = upload.supersede(at_once=True)
         async with upload.lock:
             self._check_still_current(upload, generation)
             if upload.completed is not None:
