@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,19 +129,19 @@ def _journal_after_one_run(tmp_path: Path, data: dict) -> Path:
     )
     journal = tmp_path / "state" / "journal.db"
     try:
-        deadline = __import__("time").monotonic() + 30
-        while __import__("time").monotonic() < deadline:
-            if journal.exists():
-                rows = (
-                    sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
-                    .execute("SELECT count(*) FROM clips")
-                    .fetchone()[0]
-                    if journal.stat().st_size
-                    else 0
-                )
-                if rows:
-                    break
-            __import__("time").sleep(0.1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:  # the file appears before its tables do
+                conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+                try:
+                    rows = conn.execute("SELECT count(*) FROM clips").fetchone()[0]
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                rows = 0
+            if rows:
+                break
+            time.sleep(0.1)
     finally:
         proc.terminate()
         proc.wait(15)
