@@ -31,6 +31,7 @@ from dockd.progress import ProgressBoard
 from dockd.sdnotify import Notifier, keep_alive
 from dockd.status.metrics import DockMetrics, ServerTracker, trace_config
 from dockd.transport import tus
+from dockd.transport.bandwidth import Bandwidth, format_rate
 
 log = structlog.get_logger()
 
@@ -87,6 +88,26 @@ class Daemon:
         self.offloader: Offloader | None = None
         self.ready = asyncio.Event()
         self.notifier = Notifier()  # systemd Type=notify; a no-op outside systemd
+        # One upload cap for the whole dock, shared by every upload (transport/bandwidth.py).
+        self.bandwidth = Bandwidth(settings.bandwidth.limit, settings.bandwidth.timetable)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply what can change at run time (the bandwidth
+        limit and timetable), without touching uploads in flight. A bad file changes nothing."""
+        from dockd.config import ConfigError, load
+
+        try:
+            fresh = load(self.settings.source)
+        except ConfigError as exc:
+            log.error("config.reload_refused", reason=str(exc))
+            return
+        self.bandwidth.reconfigure(fresh.bandwidth.limit, fresh.bandwidth.timetable)
+        log.info(
+            "config.reloaded",
+            applied="bandwidth",
+            rate=format_rate(self.bandwidth.bucket.rate),
+            note="other settings take effect at the next restart",
+        )
 
     def _default_sources(self) -> list[CameraSource]:
         sources: list[CameraSource] = []
@@ -146,6 +167,10 @@ class Daemon:
                 client = tus.TusClient(
                     session, settings.server.url, headers=self.credentials.headers, retry=retry
                 )
+                client.throttle = self.bandwidth.bucket.acquire
+                tasks.append(
+                    asyncio.create_task(self.bandwidth.follow_timetable(), name="bandwidth")
+                )
                 ctx = pipeline.PipelineContext(
                     settings, journal, client, self.credentials.server_key, self.progress
                 )
@@ -199,6 +224,7 @@ class Daemon:
                 self.server,
                 self.settings.dock.id,
                 self.settings.server.url,
+                bandwidth=self.bandwidth,
             )
             try:
                 runners.append(await api.serve_control(control, status.socket))

@@ -52,6 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # bandwidth limit and timetable
         await daemon.run(stop)
 
     try:

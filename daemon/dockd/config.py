@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dockd.crypto.keys import AgeRecipient, KeyFileError
+from dockd.transport.bandwidth import Window, parse_rate, parse_window
 
 ConfirmPolicy = Literal["receipt", "offset"]
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
@@ -60,6 +61,9 @@ class UploadSettings:
     request_timeout: float = 120.0
     failure_backoff: float = 30.0
     failure_backoff_max: float = 600.0
+    # Starvation guard: at most this many evidence clips start in a row while other clips wait;
+    # then the best other clip (oldest recording first) takes the next slot.
+    evidence_streak: int = 4
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,14 @@ class UdevSettings:
 
 
 @dataclass(frozen=True)
+class BandwidthSettings:
+    """The dock's upload cap ([bandwidth]); see transport/bandwidth.py for the timetable format."""
+
+    limit: float | None = None  # bytes per second; None = unlimited
+    timetable: tuple[Window, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path
     dock: DockSettings
@@ -113,6 +125,7 @@ class Settings:
     # Camera serial → officer, maintained by the station ([officers]); it outranks the camera.
     officers: Mapping[str, str] = field(default_factory=dict)
     udev: UdevSettings = field(default_factory=UdevSettings)
+    bandwidth: BandwidthSettings = field(default_factory=BandwidthSettings)
 
     def model(self, name: str) -> CameraModel | None:
         return next((m for m in self.camera_models if m.name == name), None)
@@ -319,9 +332,30 @@ def _read_upload(root: _Reader) -> UploadSettings:
         request_timeout=up.number("request_timeout", defaults.request_timeout, minimum=1.0),
         failure_backoff=up.number("failure_backoff", defaults.failure_backoff),
         failure_backoff_max=up.number("failure_backoff_max", defaults.failure_backoff_max),
+        evidence_streak=up.integer("evidence_streak", defaults.evidence_streak, minimum=1),
     )
     up.reject_unknown()
     return settings
+
+
+def _read_bandwidth(root: _Reader) -> BandwidthSettings:
+    table = root.table_of("bandwidth")
+    raw_limit = table.get("limit", (str, int, float), "off", what='a rate (e.g. "2MiB" or "off")')
+    try:
+        limit = parse_rate(raw_limit)
+    except ValueError as exc:
+        raise table.error("limit", str(exc)) from None
+    entries = table.get("timetable", list, [], what='a list of "DAYS HH:MM-HH:MM RATE" strings')
+    windows = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise table.error(f"timetable[{index}]", 'must be a string like "Mon-Fri 07:00-09:00 2MiB"')
+        try:
+            windows.append(parse_window(entry))
+        except ValueError as exc:
+            raise table.error(f"timetable[{index}]", str(exc)) from None
+    table.reject_unknown()
+    return BandwidthSettings(limit, tuple(windows))
 
 
 def _read_models(root: _Reader) -> tuple[CameraModel, ...]:
@@ -384,6 +418,7 @@ def parse(source: Path, data: Mapping[str, Any]) -> Settings:
     status_table.reject_unknown()
     officers = _read_officers(root)
     udev = _read_udev(root)
+    bandwidth = _read_bandwidth(root)
     root.reject_unknown()
     return Settings(
         source,
@@ -397,6 +432,7 @@ def parse(source: Path, data: Mapping[str, Any]) -> Settings:
         status,
         officers,
         udev=udev,
+        bandwidth=bandwidth,
     )
 
 

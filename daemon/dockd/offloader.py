@@ -4,8 +4,9 @@ It is the `CameraEvents` sink every camera source feeds. For each docked camera 
 storage (in a thread) and records each clip once its size and mtime have settled; a dispatcher
 runs clips through `pipeline.process` under a global cap on simultaneous clips, spreading the
 slots across cameras (every docked camera makes progress) and taking evidence first, then the
-oldest recording. Undocking cancels that camera's work, which is always safe: the journal only
-holds facts, and the server holds the offset.
+oldest recording, with a starvation guard for the rest (`_next`). Undocking cancels that
+camera's work, which is always safe: the journal only holds facts, and the server holds the
+offset.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Offloader:
         self._inflight: dict[int, tuple[asyncio.Task[None], str]] = {}
         self._wake = asyncio.Event()
         self._limits = ScanLimits()
+        self._evidence_streak = 0  # evidence clips started in a row while others waited
 
     # ---- CameraEvents ----------------------------------------------------------------------
     def docked(self, camera: DockedCamera) -> None:
@@ -266,18 +268,37 @@ class Offloader:
             if c.id not in self._inflight
         ]
         per_camera = Counter(serial for _task, serial in self._inflight.values())
-        queues: dict[str, list[ClipRecord]] = {}
-        for clip in ready:  # already in priority order: evidence, oldest recording, first found
-            queues.setdefault(clip.camera, []).append(clip)
         rank = {clip.id: index for index, clip in enumerate(ready)}
-        while free and queues:
-            serial = min(queues, key=lambda s: (per_camera[s], rank[queues[s][0].id]))
-            clip = queues[serial].pop(0)
-            if not queues[serial]:
-                del queues[serial]
-            self._start(clip, self.views[serial].camera)
-            per_camera[serial] += 1
+        while free and ready:
+            clip = self._next(ready, per_camera, rank)
+            ready.remove(clip)
+            self._start(clip, self.views[clip.camera].camera)
+            per_camera[clip.camera] += 1
             free -= 1
+
+    def _next(
+        self, ready: list[ClipRecord], per_camera: Counter[str], rank: dict[int, int]
+    ) -> ClipRecord:
+        """The clip for the next free slot.
+
+        `ready` is in priority order (evidence, oldest recording, first found). Evidence of any
+        camera goes first; within the same class the camera with the fewest clips in flight
+        goes first (every docked camera makes progress), then the oldest. Starvation guard:
+        after `upload.evidence_streak` evidence clips started in a row while some other clip
+        was waiting, the best non-evidence clip takes this slot, so a stream of flagged clips
+        slows the rest down but can never stop it.
+        """
+        others = [c for c in ready if not c.evidence]
+        pool = ready
+        streak_max = self.ctx.settings.upload.evidence_streak
+        if others and len(others) < len(ready) and self._evidence_streak >= streak_max:
+            pool = others
+        clip = min(pool, key=lambda c: (not c.evidence, per_camera[c.camera], rank[c.id]))
+        if clip.evidence and others:
+            self._evidence_streak += 1
+        else:
+            self._evidence_streak = 0
+        return clip
 
     def _offloadable(self) -> list[str]:
         return [s for s, v in self.views.items() if v.model is not None]

@@ -7,6 +7,7 @@ can always be traced to the account that asked.
 
 Read:  GET /status, /bays (= /cameras), /clips[?camera=S], /clips/{id}, /queue, /progress, /server
 Act:   POST /clips/{id}/hold|release|retry[|flag], POST /bays/{bay}/rescan (bay or camera serial)
+Limit: GET /bandwidth; POST /bandwidth?rate=2MiB|off|config (config: back to the file's limit)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
 from dockd.status import views
 from dockd.status.metrics import DockMetrics, ServerTracker
+from dockd.transport.bandwidth import Bandwidth, parse_rate
 
 log = structlog.get_logger()
 
@@ -43,6 +45,7 @@ class ControlContext:
     tracker: ServerTracker
     dock: str
     server_url: str
+    bandwidth: Bandwidth | None = None
 
     @property
     def journal(self) -> Journal:
@@ -167,6 +170,28 @@ def create_app(ctx: ControlContext) -> web.Application:
         log.info("operator.rescan", camera=serial, bay=target, actor=actor)
         return _json({"camera": serial, "rescan": True})
 
+    async def get_bandwidth(_r: web.Request) -> web.Response:
+        if ctx.bandwidth is None:
+            return _json({"error": "no bandwidth limiter in this daemon"}, 404)
+        return _json(ctx.bandwidth.as_dict())
+
+    async def set_bandwidth(request: web.Request) -> web.Response:
+        if ctx.bandwidth is None:
+            return _json({"error": "no bandwidth limiter in this daemon"}, 404)
+        value, actor = request.query.get("rate", "").strip(), actor_of(request)
+        if value.lower() in ("config", "auto", "schedule"):
+            ctx.bandwidth.clear_override()
+        else:
+            try:
+                ctx.bandwidth.set_override(parse_rate(value))
+            except ValueError as exc:
+                return _json({"error": str(exc)}, 400)
+        ctx.metrics.operator_actions.labels("bandwidth").inc()
+        log.info("operator.bandwidth", rate=ctx.bandwidth.bucket.rate, value=value, actor=actor)
+        return _json(ctx.bandwidth.as_dict())
+
+    app.router.add_get("/bandwidth", get_bandwidth)
+    app.router.add_post("/bandwidth", set_bandwidth)
     app.router.add_get("/status", status)
     app.router.add_get("/bays", bays)
     app.router.add_get("/cameras", bays)  # a row per docked camera, keyed by bay and serial

@@ -309,6 +309,16 @@ def cmd_rescan(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_bandwidth(args: argparse.Namespace) -> int:
+    try:
+        limit = _client(args).bandwidth(args.rate)
+    except ApiError as exc:
+        print(f"dockctl bandwidth: {exc}", file=sys.stderr)
+        return exitcodes.FAILURE
+    print(f"upload limit: {limit['rate_text']} ({limit['source']})")
+    return exitcodes.OK
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """Live bays table and a progress bar per clip in flight, refreshed from the daemon."""
     client = _client(args)
@@ -394,6 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     rescan = sub.add_parser("rescan", help="scan a docked camera now (bay name or camera serial)")
     rescan.add_argument("bay", metavar="BAY")
     rescan.set_defaults(func=cmd_rescan)
+    bandwidth = sub.add_parser(
+        "bandwidth", help="show or set the dock's upload limit, at once and for uploads in flight"
+    )
+    bandwidth.add_argument(
+        "rate",
+        nargs="?",
+        metavar="RATE",
+        help="e.g. 2MiB or 20MB (per second), off (unlimited), or config (back to the file)",
+    )
+    bandwidth.set_defaults(func=cmd_bandwidth)
     try:  # chain-of-custody commands (audit, flag) land in their own module
         from dockd.status import audit_cli
     except ImportError:

@@ -102,3 +102,9 @@ class ControlClient:
 
     def rescan(self, bay: str) -> dict[str, Any]:
         return self.post(f"/bays/{quote(bay, safe='')}/rescan")
+
+    def bandwidth(self, rate: str | None = None) -> dict[str, Any]:
+        """The limit in force; with `rate` ("2MiB", "off", "config") set it first."""
+        if rate is None:
+            return self.get("/bandwidth")
+        return self.post(f"/bandwidth?{urlencode({'rate': rate})}")

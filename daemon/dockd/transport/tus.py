@@ -194,6 +194,9 @@ class TusClient:
         self._timeout = aiohttp.ClientTimeout(total=retry.request_timeout)
         self._capabilities: ServerCapabilities | None = None
         self._capabilities_lock = asyncio.Lock()
+        # The dock's bandwidth limit (bandwidth.TokenBucket.acquire): awaited before each slice
+        # of a PATCH body goes out, so a whole block is paced rather than sent in one burst.
+        self.throttle: Callable[[int], Awaitable[None]] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -355,7 +358,7 @@ class TusClient:
                     headers=request_headers,
                     # Fed in slices, fresh for every attempt: aiohttp would hand a large bytes
                     # body to the socket in one piece (and warn that it may stall the loop).
-                    data=None if data is None else _slices(data),
+                    data=None if data is None else _slices(data, self.throttle),
                     timeout=self._timeout,
                     allow_redirects=False,  # never replay a PATCH (or credentials) elsewhere
                     # aiohttp labels even a bodiless POST application/octet-stream; PATCH sets
@@ -521,10 +524,15 @@ async def _close(stream: AsyncIterator[bytes]) -> None:
         await aclose()
 
 
-async def _slices(data: bytes) -> AsyncIterator[memoryview]:
+async def _slices(
+    data: bytes, throttle: Callable[[int], Awaitable[None]] | None = None
+) -> AsyncIterator[memoryview]:
     view = memoryview(data)
     for start in range(0, len(view), _WRITE_SLICE):
-        yield view[start : start + _WRITE_SLICE]
+        piece = view[start : start + _WRITE_SLICE]
+        if throttle is not None:
+            await throttle(len(piece))
+        yield piece
 
 
 def _header_list(headers: CIMultiDictProxy[str], name: str) -> list[str]:
