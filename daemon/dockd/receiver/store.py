@@ -38,6 +38,8 @@ from typing import Any
 
 import structlog
 
+from dockd.durable import write_synced
+
 log = structlog.get_logger("dockd.receiver.store")
 
 # secrets.token_urlsafe(24): 24 random bytes (192 bits) in 32 base64url characters.
@@ -144,14 +146,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_durably(path: Path, data: bytes) -> None:
     """Write a whole file and fsync it (the caller renames it into place and fsyncs the dir)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, _FILE_MODE)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(path, data, mode=_FILE_MODE)
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
