@@ -562,11 +562,12 @@ class Journal:
             attempts=0,
         )
 
-    def mark_wiped(self, clip_id: int) -> ClipRecord:
+    def mark_wiped(self, clip_id: int, *, detail: str | None = None) -> ClipRecord:
         return self._transition(
             clip_id,
             (State.CONFIRMED,),
             State.WIPED,
+            detail=detail,
             wiped_at=time.time(),
             reason=None,
             retry_at=None,

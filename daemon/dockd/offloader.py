@@ -23,7 +23,14 @@ import structlog
 
 from dockd import pipeline
 from dockd.config import CameraModel
-from dockd.devices.camera import FoundClip, ScanLimits, ScanResult, display_path, scan_camera
+from dockd.devices.camera import (
+    DEPTH_REASON,
+    FoundClip,
+    ScanLimits,
+    ScanResult,
+    display_path,
+    scan_camera,
+)
 from dockd.devices.source import DockedCamera
 from dockd.journal import SETTLED, ClipRecord, NewClip, State
 
@@ -51,6 +58,7 @@ class CameraView:
     pending: dict[bytes, _Pending] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     scan_error: str | None = None
+    truncated: bool = False  # the last scan hit ScanLimits.max_entries: files were not examined
     task: asyncio.Task[None] | None = None
     rescan: asyncio.Event = field(default_factory=asyncio.Event)  # an operator's "scan now"
 
@@ -94,6 +102,12 @@ def _sidecar_metadata(found: FoundClip) -> dict[str, object]:
     if found.sidecar_error:
         carried["sidecar_error"] = found.sidecar_error[:200]
     return carried
+
+
+def _blocks_removal(reason: str) -> bool:
+    """A skipped entry that may hide evidence: an unreadable file or directory, or a directory
+    below the depth limit. (Symlinks, FIFOs, devices and sockets are never clips.)"""
+    return reason.startswith("unreadable") or reason == DEPTH_REASON
 
 
 class Offloader:
@@ -201,6 +215,7 @@ class Offloader:
                 "clip.skipped", camera=camera.serial, bay=camera.bay, path=path, reason=reason
             )
         view.skipped = skipped
+        view.truncated = result.truncated
         if result.truncated:
             log.warning(
                 "camera.scan_truncated", camera=camera.serial, limit=self._limits.max_entries
@@ -371,6 +386,16 @@ class Offloader:
             why_not = view.scan_error
         elif view.scans == 0:
             why_not = "scanning"
+        elif view.truncated:
+            why_not = (
+                f"the camera holds more than {self._limits.max_entries} entries: not every file "
+                "was examined, so clips may remain"
+            )
+        elif unread := [(p, r) for p, r in view.skipped if _blocks_removal(r)]:
+            why_not = (
+                f"{len(unread)} possible clip location(s) could not be read, so clips may remain "
+                f"({unread[0][0]}: {unread[0][1]})"
+            )
         elif view.pending:
             why_not = f"{len(view.pending)} clip(s) still being written or settling"
         elif busy or any(c.state not in SETTLED for c in clips):

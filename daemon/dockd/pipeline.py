@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import hashlib
+import os
 import random
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +40,15 @@ log = structlog.get_logger()
 
 # How long to wait before asking a server again for a receipt it did not give.
 CONFIRM_RECHECK_SECONDS = 300.0
+# How long a wipe that cannot be done safely now waits before it is looked at again.
+WIPE_RECHECK_SECONDS = 60.0
+# I/O errors of a camera being pulled out (or failing): retried this many times, then quarantined.
+CAMERA_IO_ERRORS = (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN)
+CAMERA_IO_RETRIES = 5
+
+
+class WipeDeferred(Exception):
+    """The clip is confirmed, but removing it from the camera cannot be done safely now."""
 
 
 @dataclass
@@ -142,6 +154,9 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
         bound.warning("clip.not_confirmed", reason=str(exc))
         metrics.clips_failed.labels("no_receipt").inc()
         journal.note(clip_id, str(exc), time.time() + CONFIRM_RECHECK_SECONDS)
+    except WipeDeferred as exc:
+        bound.warning("clip.wipe_deferred", reason=str(exc))
+        journal.note(clip_id, str(exc), time.time() + WIPE_RECHECK_SECONDS)
     except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
         hint = getattr(exc, "retry_after", None)
         current = journal.get(clip_id)
@@ -156,6 +171,16 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
     except OSError as exc:
         if not camera.root.exists():
             bound.info("clip.interrupted", reason="camera storage went away")
+            return
+        current = journal.get(clip_id)
+        if exc.errno in CAMERA_IO_ERRORS and current.attempts < CAMERA_IO_RETRIES:
+            # A camera pulled out mid-read fails with EIO before udev reports the removal: that
+            # is an interruption to retry (it resumes on re-dock), not unsafe input.
+            reason = f"camera I/O error ({exc.strerror or exc}): unplugged or failing; retrying"
+            bound.warning("clip.failed", reason=reason)
+            journal.mark_failed(
+                clip_id, reason, time.time() + _backoff(ctx, current.attempts, None)
+            )
             return
         reason = f"unreadable on camera: {exc.strerror or exc}"
         bound.warning("clip.quarantined", reason=reason)
@@ -279,11 +304,19 @@ async def _wipe(
     ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera, stop: threading.Event
 ) -> ClipRecord:
     # Read back what the journal durably holds: the wipe acts on the committed record only.
+    # From here to the first await nothing else runs: once the stage says "wiping", an
+    # operator's hold is refused (status/api.py) rather than racing the unlink.
     clip = ctx.journal.get(clip.id)
     if clip.state is not State.CONFIRMED:
         return clip
-    recheck(clip, ctx.server_key)
     ctx.progress.stage(clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "wiping", 1)
+    recheck(clip, ctx.server_key)
+    policy = (clip.confirmation or {}).get("policy")
+    if ctx.settings.server.confirm == "receipt" and policy != "receipt":
+        raise WipeDeferred(
+            f'confirmed under the "{policy}" policy, but confirm = "receipt" is configured now: '
+            "not wiped (hold the clip, or knowingly configure the weaker policy again)"
+        )
     expected = _identity(clip)
     if clip.session != camera.session:
         # Re-docked since the clip was read: inode numbers are not comparable across mounts, so
@@ -293,7 +326,7 @@ async def _wipe(
                 clipio.rehash, camera.root, clip.rel_path, stop
             )
         except FileNotFoundError:
-            return _already_gone(ctx, clip)
+            return _missing(ctx, clip, camera)
         if digest != clip.plaintext_sha256 or current.size != clip.size:
             raise ClipReplaced(
                 "file on the camera is not the one uploaded (content differs after re-dock); "
@@ -303,20 +336,35 @@ async def _wipe(
     try:
         await asyncio.to_thread(wipe_clip, camera.root, clip.rel_path, expected)
     except FileNotFoundError:
-        return _already_gone(ctx, clip)
+        return _missing(ctx, clip, camera)
     log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
     return _wiped(ctx, clip)
 
 
-def _already_gone(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
-    # The server holds the confirmed copy; the camera file is gone (e.g. a crash after the unlink
-    # and before the journal said WIPED). Nothing is lost: record it as wiped, and say so.
+def _missing(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) -> ClipRecord:
+    """The clip's file is not where it was read. Record it as wiped only if its directory is there,
+    on the same file system as when it was read (e.g. a crash after our unlink and before the
+    journal said WIPED); a missing directory or another file system (bay folder moved, storage
+    unmounted, another partition, a reformatted card) is not evidence of a wipe: wait instead."""
+    root = os.fsencode(camera.root)
+    parent = os.path.join(root, os.path.dirname(clip.rel_path))
+    try:
+        same_fs = clip.session != camera.session or os.stat(root).st_dev == clip.dev
+        directory_there = stat.S_ISDIR(os.lstat(parent).st_mode)
+    except OSError:
+        same_fs = directory_there = False
+    if not (same_fs and directory_there):
+        raise WipeDeferred(
+            "the clip's directory is not on the camera's storage (moved, unmounted, another "
+            "partition or a reformatted card?): not recorded as wiped; the server holds the "
+            "confirmed copy"
+        )
     log.info("clip.wiped", clip=clip.id, camera=clip.camera, note="already gone from the camera")
-    return _wiped(ctx, clip)
+    return _wiped(ctx, clip, detail="file already missing from the camera (not unlinked now)")
 
 
-def _wiped(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
-    wiped = ctx.journal.mark_wiped(clip.id)
+def _wiped(ctx: PipelineContext, clip: ClipRecord, detail: str | None = None) -> ClipRecord:
+    wiped = ctx.journal.mark_wiped(clip.id, detail=detail)
     ctx.metrics.clips_wiped.inc()
     ctx.metrics.clip_seconds.observe(max(wiped.updated_at - clip.discovered_at, 0.0))
     return wiped

@@ -263,7 +263,9 @@ async def test_bay_identity_file_is_never_a_clip_even_if_a_glob_matches(
         await running.close()
 
 
-async def test_absurdly_long_hostile_path_still_uploads_and_wipes(tmp_path, receiver, keys, recipient):
+async def test_absurdly_long_hostile_path_still_uploads_and_wipes(
+    tmp_path, receiver, keys, recipient
+):
     running = await _start(tmp_path, receiver, keys, recipient)
     try:
         name = b"\xff" * 200 + b".MP4"  # every byte escaped: ~800 characters in display form
@@ -279,7 +281,29 @@ async def test_absurdly_long_hostile_path_still_uploads_and_wipes(tmp_path, rece
         await wait_for(lambda: set(_states(tmp_path / "state").values()) == {"WIPED"}, what="wipe")
         [obj] = stored_objects(receiver.store)
         assert len(obj["metadata"]["path"]) <= 512 and "sha256:" in obj["metadata"]["path"]
-        assert decrypt_sha256(obj["data_path"], keys.age_identity) == __import__("hashlib").sha256(
-            b"evidence with a hostile name").hexdigest()
+        assert (
+            decrypt_sha256(obj["data_path"], keys.age_identity)
+            == __import__("hashlib").sha256(b"evidence with a hostile name").hexdigest()
+        )
+    finally:
+        await running.close()
+
+
+async def test_a_clip_the_scan_cannot_reach_keeps_the_camera_from_safe_to_remove(
+    tmp_path, receiver, keys, recipient
+):
+    running = await _start(tmp_path, receiver, keys, recipient)
+    try:
+        deep = "/".join(f"D{i}" for i in range(20))  # below the scan's directory depth limit
+        make_bay(
+            tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 1000, f"DCIM/{deep}/B.MP4": 10}
+        )
+        await wait_for(lambda: _states(tmp_path / "state") == {"DCIM/A.MP4": "WIPED"}, what="wipe")
+        offloader = running.daemon.offloader
+        await wait_for(lambda: offloader.views["CAM-1"].scans > 1, what="a scan after the wipe")
+        status = offloader.status("CAM-1")
+        assert not status.safe_to_remove
+        assert "could not be read" in status.why_not and "depth" in status.why_not
+        assert (tmp_path / "bays/bay-1/DCIM" / deep / "B.MP4").exists()
     finally:
         await running.close()

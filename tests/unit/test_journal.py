@@ -177,4 +177,6 @@ def test_a_journal_that_looks_empty_is_damaged_not_new(tmp_path):
 
 def test_a_zero_byte_journal_is_new(tmp_path):
     (tmp_path / "journal.db").write_bytes(b"")  # a crash right after the file was created
-    Journal.open(tmp_path).close()
+    journal = Journal.open(tmp_path)
+    assert journal.all_clips() == []
+    assert journal.add_clip(_new()).state is State.DISCOVERED  # a working, empty journal

@@ -146,6 +146,10 @@ def create_app(ctx: ControlContext) -> web.Application:
         return handle
 
     def hold(clip_id: int, actor: str) -> Any:
+        if any(p.clip_id == clip_id and p.stage == "wiping" for p in ctx.progress.snapshot()):
+            # Its receipt is on disk and the unlink may be under way in a thread that a cancel
+            # cannot stop: a hold now could claim a clip is kept that is already gone.
+            raise JournalError(f"clip {clip_id} is being wiped from the camera: too late to hold")
         record = ctx.journal.hold(clip_id, actor=actor)
         # The clip stops where it is, like an undock: the journal keeps every fact gathered.
         ctx.offloader.interrupt(clip_id)
