@@ -88,25 +88,14 @@ class NewClip:
 
 
 @dataclass(frozen=True)
-class ClipRecord:
+class ClipRecord(NewClip):
+    """A clip as the journal holds it: what discovery found, plus everything learned since."""
+
     id: int
-    camera: str
-    model: str
-    bay: str
-    rel_path: bytes
-    size: int
-    mtime_ns: int
-    dev: int
-    ino: int
-    session: str
     state: State
     reason: str | None
     retry_at: float | None
     attempts: int
-    evidence: bool
-    recorded_at: str
-    recorded_at_source: str
-    metadata: dict[str, Any]
     plaintext_sha256: str | None
     ciphertext_sha256: str | None
     ciphertext_length: int | None
