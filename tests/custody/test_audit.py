@@ -7,26 +7,13 @@ import sqlite3
 
 import pytest
 from dockd.custody import audit
-from dockd.journal import Journal, JournalError, NewClip
+from dockd.journal import Journal, JournalError
 from dockd.status import cli as dockctl
+from support.clips import hashed, new_clip, uploading
 
 
 def _new(path=b"DCIM/A.MP4"):
-    return NewClip(
-        camera="CAM1",
-        model="m",
-        bay="bay-1",
-        rel_path=path,
-        size=10,
-        mtime_ns=1,
-        dev=1,
-        ino=2,
-        session="s1",
-        evidence=False,
-        recorded_at="2026-01-01T00:00:00Z",
-        recorded_at_source="mtime",
-        metadata={"category": "traffic"},
-    )
+    return new_clip(path, metadata={"category": "traffic"})
 
 
 @pytest.fixture
@@ -35,14 +22,7 @@ def state(tmp_path):
     journal = Journal.open(tmp_path)
     for name in (b"DCIM/A.MP4", b"DCIM/B.MP4", b"DCIM/C.MP4"):
         clip = journal.add_clip(_new(name))
-        journal.mark_hashed(
-            clip.id,
-            plaintext_sha256="a" * 64,
-            ciphertext_sha256="b" * 64,
-            ciphertext_length=300,
-            age_header=b"hdr",
-            secrets=b"k" * 32,
-        )
+        hashed(journal, clip.id)
     journal.hold(1, actor="uid:1000")
     journal.audit("config.loaded", "/etc/dockd/dockd.toml", detail={"sha256": "c" * 64})
     journal.close()
@@ -152,25 +132,9 @@ def test_flag_only_before_the_upload_exists_and_is_audited(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
     assert journal.flag(clip.id, actor="uid:1001").evidence is True
-    journal.mark_hashed(
-        clip.id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"hdr",
-        secrets=b"k" * 32,
-    )
-    journal.mark_uploading(clip.id, "http://x/files/u")
+    uploading(journal, clip.id, "http://x/files/u")
     other = journal.add_clip(_new(b"DCIM/B.MP4"))
-    journal.mark_hashed(
-        other.id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"hdr",
-        secrets=b"k" * 32,
-    )
-    journal.mark_uploading(other.id, "http://x/files/v")
+    uploading(journal, other.id, "http://x/files/v")
     with pytest.raises(JournalError, match="only before it starts uploading"):
         journal.flag(other.id, actor="uid:1001")
     assert journal.get(other.id).evidence is False

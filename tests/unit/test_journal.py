@@ -3,47 +3,20 @@
 import sqlite3
 
 import pytest
-from dockd.journal import Journal, JournalError, NewClip, State
+from dockd.journal import Journal, JournalError, State
+from support.clips import confirmed, new_clip, uploading
 
 
 def _new(path=b"DCIM/A.MP4", size=10, mtime=1, evidence=False, camera="CAM1"):
-    return NewClip(
-        camera=camera,
-        model="m",
-        bay="bay-1",
-        rel_path=path,
-        size=size,
-        mtime_ns=mtime,
-        dev=1,
-        ino=2,
-        session="s1",
-        evidence=evidence,
-        recorded_at="2026-01-01T00:00:00Z",
-        recorded_at_source="mtime",
-        metadata={},
-    )
-
-
-def _to_confirmed(journal, clip_id):
-    journal.mark_hashed(
-        clip_id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"hdr",
-        secrets=b"k" * 32,
-    )
-    journal.mark_uploading(clip_id, "http://x/files/u")
-    journal.mark_uploaded(clip_id)
-    return journal.mark_confirmed(clip_id, {"policy": "offset", "length": 300})
+    return new_clip(path, size=size, mtime_ns=mtime, evidence=evidence, camera=camera)
 
 
 def test_happy_path_and_history(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
     assert clip.state is State.DISCOVERED
-    confirmed = _to_confirmed(journal, clip.id)
-    assert confirmed.state is State.CONFIRMED
+    record = confirmed(journal, clip.id)
+    assert record.state is State.CONFIRMED
     with pytest.raises(JournalError):  # the key material is erased once confirmed
         journal.secrets(clip.id)
     assert journal.mark_wiped(clip.id).state is State.WIPED
@@ -54,15 +27,7 @@ def test_happy_path_and_history(tmp_path):
 def test_wipe_is_refused_unless_confirmed(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
-    journal.mark_hashed(
-        clip.id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"hdr",
-        secrets=b"k" * 32,
-    )
-    journal.mark_uploading(clip.id, "http://x/files/u")
+    uploading(journal, clip.id)
     with pytest.raises(JournalError, match="not allowed from UPLOADING"):
         journal.mark_wiped(clip.id)
     with pytest.raises(JournalError):
@@ -73,15 +38,7 @@ def test_wipe_is_refused_unless_confirmed(tmp_path):
 def test_state_survives_reopen_and_secrets_are_sealed(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
-    journal.mark_hashed(
-        clip.id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"hdr",
-        secrets=b"S" * 32,
-    )
-    journal.mark_uploading(clip.id, "http://x/files/u")
+    uploading(journal, clip.id, secrets=b"S" * 32)
     journal.close()
     raw = (
         sqlite3.connect(tmp_path / "journal.db")
@@ -98,15 +55,7 @@ def test_state_survives_reopen_and_secrets_are_sealed(tmp_path):
 def test_failed_resumes_where_the_facts_say(tmp_path):
     journal = Journal.open(tmp_path)
     clip = journal.add_clip(_new())
-    journal.mark_hashed(
-        clip.id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"hdr",
-        secrets=b"k" * 32,
-    )
-    journal.mark_uploading(clip.id, "http://x/files/u")
+    uploading(journal, clip.id)
     failed = journal.mark_failed(clip.id, "server down", retry_at=0)
     assert (failed.state, failed.reason, failed.attempts) == (State.FAILED, "server down", 1)
     assert journal.resume_failed(clip.id).state is State.UPLOADING
@@ -128,7 +77,7 @@ def test_one_live_row_per_file_version(tmp_path):
     clip = journal.add_clip(_new())
     with pytest.raises(sqlite3.IntegrityError):
         journal.add_clip(_new())
-    _to_confirmed(journal, clip.id)
+    confirmed(journal, clip.id)
     journal.mark_wiped(clip.id)
     assert journal.add_clip(_new()).id != clip.id  # next shift reuses the name: a new clip
 

@@ -7,40 +7,15 @@ from types import SimpleNamespace
 import pytest
 from dockd import pipeline
 from dockd.devices.source import DockedCamera
-from dockd.journal import Journal, NewClip, State
+from dockd.journal import Journal, State
 from dockd.status.metrics import DockMetrics
+from support.clips import confirmed, new_clip
 
 
 def _confirmed(tmp_path: Path, root: Path, session: str):
     journal = Journal.open(tmp_path / "state")
-    clip = journal.add_clip(
-        NewClip(
-            camera="C",
-            model="m",
-            bay="b",
-            rel_path=b"DCIM/A.MP4",
-            size=1,
-            mtime_ns=1,
-            dev=os.stat(root).st_dev,
-            ino=1,
-            session=session,
-            evidence=False,
-            recorded_at="t",
-            recorded_at_source="mtime",
-            metadata={},
-        )
-    )
-    journal.mark_hashed(
-        clip.id,
-        plaintext_sha256="a" * 64,
-        ciphertext_sha256="b" * 64,
-        ciphertext_length=300,
-        age_header=b"h",
-        secrets=b"k" * 32,
-    )
-    journal.mark_uploading(clip.id, "http://x/files/u")
-    journal.mark_uploaded(clip.id)
-    clip = journal.mark_confirmed(clip.id, {"policy": "receipt", "length": 300})
+    clip = journal.add_clip(new_clip(camera="C", dev=os.stat(root).st_dev, session=session))
+    clip = confirmed(journal, clip.id, policy="receipt")
     ctx = SimpleNamespace(journal=journal, metrics=DockMetrics())
     camera = DockedCamera(serial="C", model="m", bay="b", root=root, session=session)
     return ctx, clip, camera
