@@ -25,7 +25,8 @@ from dockd.custody.events import AuditedEvents, audit_startup
 from dockd.devices.folder import FolderSource
 from dockd.devices.source import CameraSource
 from dockd.devices.udev import UdevSource
-from dockd.journal import Journal
+from dockd.devices.writers import ignore_lease_breaks
+from dockd.journal import Journal, State
 from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
 from dockd.sdnotify import Notifier, keep_alive
@@ -148,6 +149,9 @@ class Daemon:
         structlog.contextvars.bind_contextvars(dock=settings.dock.id)
         journal = Journal.open(settings.dock.state_dir)
         audit_startup(journal, settings, self.credentials.server_key, self.credentials.dock_key)
+        # A new confirmation policy or receipt key applies now, not after a stored recheck time.
+        journal.ask_again((State.UPLOADED, State.CONFIRMED))
+        ignore_lease_breaks()
         retry = tus.RetryPolicy(
             attempts=settings.upload.retry_attempts,
             initial=settings.upload.retry_initial,
@@ -172,10 +176,14 @@ class Daemon:
                     asyncio.create_task(self.bandwidth.follow_timetable(), name="bandwidth")
                 )
                 ctx = pipeline.PipelineContext(
-                    settings, journal, client, self.credentials.server_key, self.progress
+                    settings,
+                    journal,
+                    client,
+                    self.credentials.server_key,
+                    self.progress,
+                    dock_key=self.credentials.dock_key,
+                    metrics=self.metrics,
                 )
-                ctx.metrics = self.metrics
-                ctx.dock_key = self.credentials.dock_key
                 self.offloader = Offloader(ctx)
                 runners += await self._start_status(self.offloader, journal)
                 tasks.append(asyncio.create_task(self.offloader.run(), name="offloader"))
@@ -215,6 +223,9 @@ class Daemon:
         status = self.settings.status
         self.metrics.last_confirmation.set(journal.last_confirmed_at() or 0)
         self.metrics.refreshers.append(lambda m: views.refresh_gauges(offloader, m))
+        self.metrics.refreshers.append(
+            lambda m: m.state_free_bytes.set(offloader.ctx.health.free_bytes() or 0)
+        )
         runners = []
         if status.socket is not None:
             control = api.ControlContext(

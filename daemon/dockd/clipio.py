@@ -96,11 +96,15 @@ class _HashingReader:
 
 
 def _check_identity(handle: BinaryIO, expected: FileIdentity, when: str) -> None:
-    st = os.fstat(handle.fileno())
-    if (st.st_size, st.st_mtime_ns) != (expected.size, expected.mtime_ns):
+    # dev and ino are left out: they are not stable across a re-dock (FAT numbers inodes per
+    # mount); the wipe proves sameness across docks by content instead.
+    found = FileIdentity.from_stat(os.fstat(handle.fileno()))
+    changed = [c for c in expected.differs_from(found) if c not in ("dev", "ino")]
+    if changed:
         raise ClipChangedError(
-            f"clip changed on the camera {when} (size {expected.size} -> {st.st_size}, "
-            f"mtime_ns {expected.mtime_ns} -> {st.st_mtime_ns})"
+            f"clip changed on the camera {when} ({', '.join(changed)}: size {expected.size} -> "
+            f"{found.size}, mtime_ns {expected.mtime_ns} -> {found.mtime_ns}, ctime_ns "
+            f"{expected.ctime_ns} -> {found.ctime_ns})"
         )
 
 
@@ -217,7 +221,7 @@ def rehash(root: Path, rel_path: bytes, stop: threading.Event) -> tuple[FileIden
                 raise Stopped("stopped while re-hashing")
             digest.update(view[:count])
         after = os.fstat(raw.fileno())
-    if (st.st_size, st.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    identity = FileIdentity.from_stat(st)
+    if identity.differs_from(FileIdentity.from_stat(after)):
         raise ClipChangedError("clip changed on the camera while being re-hashed")
-    identity = FileIdentity(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
     return identity, digest.hexdigest()

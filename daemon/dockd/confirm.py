@@ -59,6 +59,11 @@ def confirm(
     assert server_key is not None
     try:
         signed = receipt.verify(state.receipt, server_key)
+    except receipt.KeyMismatch as exc:
+        raise NotConfirmed(
+            f"receipt key mismatch: check [server] receipt_public_key (server receipt rejected: "
+            f"{exc})"
+        ) from None
     except receipt.ReceiptError as exc:
         raise NotConfirmed(f"server receipt rejected: {exc}") from None
     if not signed.matches(

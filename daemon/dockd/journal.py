@@ -29,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from dockd.custody import audit
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class State(enum.StrEnum):
@@ -85,6 +85,8 @@ class NewClip:
     recorded_at: str
     recorded_at_source: str
     metadata: dict[str, Any]
+    # What a writer cannot forge (see devices.camera.FileIdentity); None on rows from schema 2.
+    ctime_ns: int | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -173,11 +175,22 @@ _SCHEMA_V2 = (
     "ALTER TABLE clips ADD COLUMN manifest_url TEXT",
 )
 
+# Schema 3: ctime joins the file identity (an in-place rewrite with the mtime restored is a new
+# version, and is never wiped under the old one's confirmation); DISMISSED rows are not live.
+_SCHEMA_V3 = (
+    "ALTER TABLE clips ADD COLUMN ctime_ns INTEGER",
+    "DROP INDEX clips_live",
+    # coalesce: a unique index treats NULLs as distinct; '' never equals an integer ctime.
+    "CREATE UNIQUE INDEX clips_live ON clips(camera, rel_path, size, mtime_ns, "
+    "coalesce(ctime_ns, '')) WHERE state NOT IN ('WIPED', 'DISMISSED')",
+)
+_MIGRATIONS = {1: _SCHEMA_V2 + _SCHEMA_V3, 2: _SCHEMA_V3}
+
 _COLUMNS = (
     "id, camera, model, bay, rel_path, size, mtime_ns, dev, ino, session, state, reason, retry_at, "
     "attempts, evidence, recorded_at, recorded_at_source, metadata, plaintext_sha256, "
     "ciphertext_sha256, ciphertext_length, age_header, upload_url, confirmation, held_from, "
-    "discovered_at, updated_at"
+    "discovered_at, updated_at, ctime_ns"
 )
 
 
@@ -265,16 +278,16 @@ class Journal:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version == 1:
+        if version in _MIGRATIONS:
             with self._tx():
-                for statement in _SCHEMA_V2:
+                for statement in _MIGRATIONS[version]:
                     self._conn.execute(statement)
                 audit.append(
                     self._conn,
                     component="journal",
                     event="journal.migrated",
                     subject=str(self.path),
-                    detail={"from": 1, "to": SCHEMA_VERSION},
+                    detail={"from": version, "to": SCHEMA_VERSION},
                 )
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._anchor()
@@ -296,7 +309,7 @@ class Journal:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
-                for statement in _SCHEMA_V2:
+                for statement in _SCHEMA_V2 + _SCHEMA_V3:
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             return
@@ -330,11 +343,14 @@ class Journal:
         return rows[0]
 
     def find_live(
-        self, camera: str, rel_path: bytes, size: int, mtime_ns: int
+        self, camera: str, rel_path: bytes, size: int, mtime_ns: int, ctime_ns: int | None = None
     ) -> ClipRecord | None:
+        """The live row of this file version (a row without a recorded ctime matches any)."""
         rows = self._rows(
-            "camera = ? AND rel_path = ? AND size = ? AND mtime_ns = ? AND state != 'WIPED'",
-            (camera, rel_path, size, mtime_ns),
+            "camera = ? AND rel_path = ? AND size = ? AND mtime_ns = ? "
+            "AND (ctime_ns IS NULL OR ? IS NULL OR ctime_ns = ?) "
+            "AND state NOT IN ('WIPED', 'DISMISSED') ORDER BY id",
+            (camera, rel_path, size, mtime_ns, ctime_ns, ctime_ns),
         )
         return rows[0] if rows else None
 
@@ -437,8 +453,8 @@ class Journal:
         with self._tx():
             cur = self._conn.execute(
                 "INSERT INTO clips(camera, model, bay, rel_path, size, mtime_ns, dev, ino, session, "
-                "state, evidence, recorded_at, recorded_at_source, metadata, discovered_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "state, evidence, recorded_at, recorded_at_source, metadata, discovered_at, "
+                "updated_at, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     clip.camera,
                     clip.model,
@@ -456,6 +472,7 @@ class Journal:
                     json.dumps(clip.metadata, sort_keys=True),
                     now,
                     now,
+                    clip.ctime_ns,
                 ),
             )
             clip_id = cur.lastrowid
@@ -482,12 +499,15 @@ class Journal:
         self._anchor()
         return self.get(clip_id)
 
-    def seen_in_session(self, clip_id: int, session: str, dev: int, ino: int, bay: str) -> None:
+    def seen_in_session(
+        self, clip_id: int, session: str, dev: int, ino: int, bay: str, ctime_ns: int | None
+    ) -> None:
         """Record where the file is in the current docking (device numbers change across docks)."""
         with self._tx():
             self._conn.execute(
-                "UPDATE clips SET session = ?, dev = ?, ino = ?, bay = ? WHERE id = ?",
-                (session, dev, ino, bay, clip_id),
+                "UPDATE clips SET session = ?, dev = ?, ino = ?, bay = ?, "
+                "ctime_ns = coalesce(?, ctime_ns) WHERE id = ?",
+                (session, dev, ino, bay, ctime_ns, clip_id),
             )
 
     def mark_hashed(
@@ -760,6 +780,17 @@ class Journal:
             )
         self._anchor()
 
+    def ask_again(self, states: Iterable[State]) -> int:
+        """Clear the waiting time of clips in `states` (kept reasons stay until re-evaluated)."""
+        marks = ",".join("?" * len(states := tuple(states)))
+        with self._tx():
+            cur = self._conn.execute(
+                f"UPDATE clips SET retry_at = NULL WHERE state IN ({marks}) "  # noqa: S608
+                "AND retry_at IS NOT NULL",
+                tuple(s.value for s in states),
+            )
+        return cur.rowcount
+
     def note(self, clip_id: int, reason: str, retry_at: float | None = None) -> None:
         """Say why a clip is waiting without changing its state (e.g. 'server gave no receipt')."""
         with self._tx():
@@ -802,6 +833,7 @@ def _record(row: tuple[Any, ...]) -> ClipRecord:
         held_from,
         discovered_at,
         updated_at,
+        ctime_ns,
     ) = row
     return ClipRecord(
         id=cid,
@@ -831,4 +863,5 @@ def _record(row: tuple[Any, ...]) -> ClipRecord:
         held_from=State(held_from) if held_from else None,
         discovered_at=discovered_at,
         updated_at=updated_at,
+        ctime_ns=ctime_ns,
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import sqlite3
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from dockd import pipeline
+from dockd import pipeline, recorded_time
 from dockd.config import CameraModel
 from dockd.devices.camera import (
     DEPTH_REASON,
@@ -32,6 +31,7 @@ from dockd.devices.camera import (
     scan_camera,
 )
 from dockd.devices.source import DockedCamera
+from dockd.dockhealth import is_storage_error
 from dockd.journal import SETTLED, ClipRecord, NewClip, State
 
 log = structlog.get_logger()
@@ -40,6 +40,9 @@ log = structlog.get_logger()
 MAX_SCAN_BACKOFF = 8
 # The dispatcher re-reads the journal at least this often, to pick up clips whose retry time came.
 DISPATCH_POLL_SECONDS = 1.0
+# A clip whose task ended in an unexpected exception is not started again before this long, even
+# if recording its FAILED state failed too (a full disk): no hot loop of tracebacks.
+INTERNAL_ERROR_COOLDOWN = 60.0
 
 
 @dataclass
@@ -59,6 +62,8 @@ class CameraView:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     scan_error: str | None = None
     truncated: bool = False  # the last scan hit ScanLimits.max_entries: files were not examined
+    # Clips found but not recorded in the journal (an error while recording): path -> reason.
+    unrecorded: dict[bytes, str] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     rescan: asyncio.Event = field(default_factory=asyncio.Event)  # an operator's "scan now"
 
@@ -72,23 +77,6 @@ class CameraStatus:
     why_not: str | None
     clips: Counter[str]
     pending: int
-
-
-def _recorded_at(found: FoundClip) -> tuple[str, str]:
-    sidecar = found.sidecar or {}
-    value = sidecar.get("recorded_at")
-    if isinstance(value, str) and 0 < len(value) <= 64:
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            return parsed.astimezone(dt.UTC).isoformat(timespec="seconds").replace(
-                "+00:00", "Z"
-            ), "sidecar"
-    return pipeline.utc_iso(found.identity.mtime_ns), "mtime"
 
 
 def _sidecar_metadata(found: FoundClip) -> dict[str, object]:
@@ -118,6 +106,7 @@ class Offloader:
         self._wake = asyncio.Event()
         self._limits = ScanLimits()
         self._evidence_streak = 0  # evidence clips started in a row while others waited
+        self._cooldown: dict[int, float] = {}  # clip id -> monotonic time it may start again
 
     # ---- CameraEvents ----------------------------------------------------------------------
     def docked(self, camera: DockedCamera) -> None:
@@ -159,12 +148,14 @@ class Offloader:
                 result = await asyncio.to_thread(
                     scan_camera, view.camera.root, model.clip_globs, model.sidecar, self._limits
                 )
-            except OSError as exc:
-                view.scan_error = f"cannot scan camera storage: {exc.strerror or exc}"
-                log.warning("camera.scan_failed", camera=view.camera.serial, reason=view.scan_error)
+                changed = self._absorb(view, model, result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure is a state, never a dead task
+                self._scan_failed(view, exc)
+                interval = base
             else:
                 view.scan_error = None
-                changed = self._absorb(view, model, result)
                 view.scans += 1
                 self._wake.set()
                 # A docked camera rarely changes, and a scan of 100 000 files costs seconds of
@@ -177,38 +168,64 @@ class Offloader:
                 interval = base
             view.rescan.clear()
 
+    def _scan_failed(self, view: CameraView, exc: Exception) -> None:
+        """A scan (or recording what it found) failed: the camera is not safe, and says why."""
+        camera = view.camera
+        if is_storage_error(exc):
+            self.ctx.health.failed(exc)
+            view.scan_error = self.ctx.health.problem
+            self.ctx.metrics.scan_errors.labels("dock_storage").inc()
+            return
+        if isinstance(exc, OSError):
+            view.scan_error = f"cannot scan camera storage: {exc.strerror or exc}"
+            log.warning("camera.scan_failed", camera=camera.serial, reason=view.scan_error)
+            self.ctx.metrics.scan_errors.labels("unreadable").inc()
+            return
+        view.scan_error = (
+            f"internal error while scanning the camera ({type(exc).__name__}: {exc}); "
+            "scanning again; clips may remain"
+        )
+        log.error(
+            "camera.scan_error", camera=camera.serial, bay=camera.bay, error=repr(exc), exc_info=exc
+        )
+        self.ctx.metrics.scan_errors.labels("internal_error").inc()
+
     def _absorb(self, view: CameraView, model: CameraModel, result: ScanResult) -> bool:
-        """Take a scan's findings; True when anything is new, changed or still settling."""
-        journal, camera = self.ctx.journal, view.camera
+        """Take a scan's findings; True when anything is new, changed or still settling.
+
+        Each clip is taken on its own: one that cannot be recorded (hostile metadata that trips
+        a bug) stays listed in `view.unrecorded` with the reason, which keeps the camera from
+        being safe to remove, and the others go on. A failure of the dock's own storage is not
+        the clip's fault: it stops the scan, to be retried whole.
+        """
         now = time.monotonic()
-        settle = self.ctx.settings.discovery.settle_time
         seen: set[bytes] = set()
         recorded = 0
+        unrecorded: dict[bytes, str] = {}
         for found in result.clips:
-            ident = found.identity
             seen.add(found.rel_path)
             if found.rel_path in view.camera.reserved:
                 continue  # the dock's own file in the camera root (bay identity), not evidence
-            live = journal.find_live(camera.serial, found.rel_path, ident.size, ident.mtime_ns)
-            if live is not None:
-                if live.state is State.DISCOVERED and live.session != camera.session:
-                    journal.seen_in_session(
-                        live.id, camera.session, ident.dev, ident.ino, camera.bay
+            try:
+                recorded += self._absorb_clip(view, model, found, now)
+            except Exception as exc:  # one hostile clip must not hide the rest
+                if is_storage_error(exc):
+                    raise
+                unrecorded[found.rel_path] = f"could not be recorded ({type(exc).__name__}: {exc})"
+                if found.rel_path not in view.unrecorded:
+                    log.error(
+                        "clip.record_failed",
+                        camera=view.camera.serial,
+                        path=display_path(found.rel_path),
+                        error=repr(exc),
+                        exc_info=exc,
                     )
-                continue
-            pending = view.pending.get(found.rel_path)
-            if pending is None or pending.found.identity != ident:
-                view.pending[found.rel_path] = _Pending(found, now)
-                if settle > 0:
-                    continue
-            elif now - pending.since < settle:
-                continue
-            del view.pending[found.rel_path]
-            self._record(view, model, found)
-            recorded += 1
+                    self.ctx.metrics.scan_errors.labels("internal_error").inc()
+        view.unrecorded = unrecorded
         vanished = set(view.pending) - seen
         for gone in vanished:
             del view.pending[gone]
+        camera = view.camera
         skipped = [(display_path(s.rel_path), s.reason) for s in result.skipped]
         for path, reason in sorted(set(skipped) - set(view.skipped)):
             log.warning(
@@ -220,12 +237,46 @@ class Offloader:
             log.warning(
                 "camera.scan_truncated", camera=camera.serial, limit=self._limits.max_entries
             )
-        return bool(recorded or vanished or view.pending)
+        return bool(recorded or vanished or view.pending or unrecorded)
+
+    def _absorb_clip(
+        self, view: CameraView, model: CameraModel, found: FoundClip, now: float
+    ) -> int:
+        """Record one found clip once it has settled; 1 if it was recorded now."""
+        journal, camera, ident = self.ctx.journal, view.camera, found.identity
+        settle = self.ctx.settings.discovery.settle_time
+        live = journal.find_live(
+            camera.serial, found.rel_path, ident.size, ident.mtime_ns, ident.ctime_ns
+        )
+        if live is not None:
+            moved = live.state is State.DISCOVERED and live.session != camera.session
+            if moved or live.ctime_ns is None:
+                journal.seen_in_session(
+                    live.id, camera.session, ident.dev, ident.ino, camera.bay, ident.ctime_ns
+                )
+            return 0
+        pending = view.pending.get(found.rel_path)
+        if found.writing:
+            # Open for writing by some process: not settled, however long its size stays put.
+            view.pending[found.rel_path] = _Pending(found, now)
+            return 0
+        if pending is None or pending.found.identity != ident:
+            view.pending[found.rel_path] = _Pending(found, now)
+            if settle > 0:
+                return 0
+        elif now - pending.since < settle:
+            return 0
+        self._record(view, model, found)
+        del view.pending[found.rel_path]  # only once it is in the journal
+        return 1
 
     def _record(self, view: CameraView, model: CameraModel, found: FoundClip) -> None:
         camera, ident = view.camera, found.identity
-        recorded_at, source = _recorded_at(found)
+        recorded_at, source, notes = recorded_time.recorded_at(found.sidecar, found.raw_mtime_ns)
         metadata = _sidecar_metadata(found)
+        metadata.update(notes)
+        if found.nlink > 1:
+            metadata["hard_links"] = found.nlink
         if camera.officer and "officer" not in metadata:
             metadata["officer"] = camera.officer
         try:
@@ -237,6 +288,7 @@ class Offloader:
                     rel_path=found.rel_path,
                     size=ident.size,
                     mtime_ns=ident.mtime_ns,
+                    ctime_ns=ident.ctime_ns,
                     dev=ident.dev,
                     ino=ident.ino,
                     session=camera.session,
@@ -274,13 +326,45 @@ class Offloader:
             await self.stop()
 
     def _fill(self) -> None:
+        try:
+            self._fill_slots()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            self.ctx.health.failed(exc)
+
+    def _storage_ready(self) -> bool:
+        """False while the dock's own disk is full or failing; probes it when the back-off ends."""
+        health = self.ctx.health
+        if health.problem is None:
+            return True
+        if health.paused():
+            return False
+        try:
+            self.ctx.journal.audit("dock.storage_probe", str(health.state_dir))
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            health.failed(exc)
+            return False
+        health.recovered()
+        for view in self.views.values():
+            view.rescan.set()  # scans that failed on the full disk run again now
+        return True
+
+    def _fill_slots(self) -> None:
+        if not self._storage_ready():
+            return
         free = self.ctx.settings.upload.max_parallel - len(self._inflight)
         if free <= 0:
             return
+        clock = time.monotonic()
+        for clip_id in [c for c, until in self._cooldown.items() if until <= clock]:
+            del self._cooldown[clip_id]
         ready = [
             c
             for c in self.ctx.journal.workable(self._offloadable(), time.time())
-            if c.id not in self._inflight
+            if c.id not in self._inflight and c.id not in self._cooldown
         ]
         per_camera = Counter(serial for _task, serial in self._inflight.values())
         rank = {clip.id: index for index, clip in enumerate(ready)}
@@ -329,11 +413,25 @@ class Offloader:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:  # a bug: keep the daemon alive, park the clip with the reason
-            log.error("clip.internal_error", clip=clip_id, error=repr(exc), exc_info=exc)
-            self.ctx.metrics.clips_failed.labels("internal_error").inc()
-            with contextlib.suppress(Exception):
-                self.ctx.journal.mark_failed(clip_id, f"internal error: {exc!r}", time.time() + 60)
+        if exc is None:
+            return
+        # Not started again for a while, whether or not the journal can record why.
+        self._cooldown[clip_id] = time.monotonic() + INTERNAL_ERROR_COOLDOWN
+        if is_storage_error(exc):
+            self.ctx.health.failed(exc)
+            return
+        # A bug: keep the daemon alive, park the clip with the reason.
+        log.error("clip.internal_error", clip=clip_id, error=repr(exc), exc_info=exc)
+        self.ctx.metrics.clips_failed.labels("internal_error").inc()
+        try:
+            self.ctx.journal.mark_failed(
+                clip_id, f"internal error: {exc!r}", time.time() + INTERNAL_ERROR_COOLDOWN
+            )
+        except Exception as again:  # the cooldown above still holds
+            if is_storage_error(again):
+                self.ctx.health.failed(again)
+            else:
+                log.error("clip.internal_error_unrecorded", clip=clip_id, error=repr(again))
 
     async def stop(self) -> None:
         tasks = [task for task, _serial in self._inflight.values()]
@@ -382,6 +480,8 @@ class Offloader:
         why_not: str | None = None
         if view.model is None:
             why_not = f"unknown camera model {view.camera.model!r}: not offloaded"
+        elif self.ctx.health.problem:
+            why_not = self.ctx.health.problem
         elif view.scan_error:
             why_not = view.scan_error
         elif view.scans == 0:
@@ -396,8 +496,17 @@ class Offloader:
                 f"{len(unread)} possible clip location(s) could not be read, so clips may remain "
                 f"({unread[0][0]}: {unread[0][1]})"
             )
+        elif view.unrecorded:
+            path, reason = next(iter(view.unrecorded.items()))
+            why_not = (
+                f"{len(view.unrecorded)} clip(s) found but not recorded, so not offloaded "
+                f"({display_path(path)}: {reason}); retrying"
+            )
         elif view.pending:
-            why_not = f"{len(view.pending)} clip(s) still being written or settling"
+            writing = sum(1 for p in view.pending.values() if p.found.writing)
+            why_not = f"{len(view.pending)} clip(s) still being written or settling" + (
+                f" ({writing} open for writing by another process)" if writing else ""
+            )
         elif busy or any(c.state not in SETTLED for c in clips):
             stuck = [c for c in clips if c.state in (State.QUARANTINED, State.FAILED) or c.reason]
             why_not = (

@@ -9,7 +9,6 @@ for anything transient (server, network), and no transition at all when the came
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import errno
 import hashlib
 import os
@@ -29,8 +28,17 @@ from dockd.config import Settings
 from dockd.confirm import ConfirmationMismatch, NotConfirmed, confirm, recheck
 from dockd.crypto import age
 from dockd.custody.attest import attest
-from dockd.devices.camera import ClipReplaced, FileIdentity, UnsafeFile, display_path, wipe_clip
+from dockd.devices.camera import (
+    ClipReplaced,
+    FileIdentity,
+    UnsafeFile,
+    display_path,
+    stat_clip,
+    wipe_clip,
+)
 from dockd.devices.source import DockedCamera
+from dockd.devices.writers import WriterPresent
+from dockd.dockhealth import StorageHealth, is_storage_error
 from dockd.journal import ClipRecord, Journal, State
 from dockd.progress import ProgressBoard
 from dockd.status.metrics import DockMetrics, reason_class
@@ -60,6 +68,10 @@ class PipelineContext:
     progress: ProgressBoard
     dock_key: Ed25519PrivateKey | None = None  # signs manifests at CONFIRMED (custody.attest)
     metrics: DockMetrics = field(default_factory=DockMetrics)
+    health: StorageHealth = field(init=False)  # the dock's own disk (journal): full or failing
+
+    def __post_init__(self) -> None:
+        self.health = StorageHealth(self.settings.dock.state_dir, self.metrics)
 
 
 # A hostile camera can make paths of several KiB (escaped non-UTF-8 names grow 4x); servers cap
@@ -99,7 +111,9 @@ def wire_metadata(clip: ClipRecord, dock_id: str) -> dict[str, str]:
 
 
 def _identity(clip: ClipRecord) -> FileIdentity:
-    return FileIdentity(dev=clip.dev, ino=clip.ino, size=clip.size, mtime_ns=clip.mtime_ns)
+    return FileIdentity(
+        dev=clip.dev, ino=clip.ino, size=clip.size, mtime_ns=clip.mtime_ns, ctime_ns=clip.ctime_ns
+    )
 
 
 def _backoff(ctx: PipelineContext, attempts: int, hint: float | None) -> float:
@@ -110,7 +124,21 @@ def _backoff(ctx: PipelineContext, attempts: int, hint: float | None) -> float:
 
 
 async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> None:
-    """Take one clip as far as it can go now. Cancellation (undock, shutdown) is always safe."""
+    """Take one clip as far as it can go now. Cancellation (undock, shutdown) is always safe.
+
+    A failure to write the dock's own state (journal full or failing) is the dock's condition,
+    not the clip's: it is reported once to `ctx.health`, which pauses new work, and the clip is
+    left exactly where its last committed transition put it.
+    """
+    try:
+        await _process(ctx, clip_id, camera)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        ctx.health.failed(exc)
+
+
+async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> None:
     journal = ctx.journal
     clip = journal.get(clip_id)
     # Every event this clip's task logs (here and in the modules it calls) carries these keys.
@@ -154,9 +182,12 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
         bound.warning("clip.not_confirmed", reason=str(exc))
         metrics.clips_failed.labels("no_receipt").inc()
         journal.note(clip_id, str(exc), time.time() + CONFIRM_RECHECK_SECONDS)
-    except WipeDeferred as exc:
-        bound.warning("clip.wipe_deferred", reason=str(exc))
-        journal.note(clip_id, str(exc), time.time() + WIPE_RECHECK_SECONDS)
+    except (WipeDeferred, WriterPresent) as exc:
+        reason = str(exc)
+        if isinstance(exc, WriterPresent):
+            reason = f"confirmed, but not wiped: {exc}; the wipe is tried again"
+        bound.warning("clip.wipe_deferred", reason=reason)
+        journal.note(clip_id, reason, time.time() + WIPE_RECHECK_SECONDS)
     except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
         hint = getattr(exc, "retry_after", None)
         current = journal.get(clip_id)
@@ -169,6 +200,8 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
             metrics.failure_causes.pop(next(iter(metrics.failure_causes)))
         journal.mark_failed(clip_id, reason, time.time() + wait)
     except OSError as exc:
+        if is_storage_error(exc):
+            raise  # the dock's own disk, not the camera: see process()
         if not camera.root.exists():
             bound.info("clip.interrupted", reason="camera storage went away")
             return
@@ -318,9 +351,10 @@ async def _wipe(
             "not wiped (hold the clip, or knowingly configure the weaker policy again)"
         )
     expected = _identity(clip)
-    if clip.session != camera.session:
-        # Re-docked since the clip was read: inode numbers are not comparable across mounts, so
-        # prove the file is the same by its content before removing it.
+    if clip.session != camera.session or await _changed_in_place(camera, clip, expected):
+        # Re-docked since the clip was read (inode numbers are not comparable across mounts), or
+        # changed in place (ctime moved: a rewrite, a chmod, a new link): prove the file is the
+        # one uploaded by its content before removing it, and remove only the version re-read.
         try:
             current, digest = await asyncio.to_thread(
                 clipio.rehash, camera.root, clip.rel_path, stop
@@ -329,14 +363,23 @@ async def _wipe(
             return _missing(ctx, clip, camera)
         if digest != clip.plaintext_sha256 or current.size != clip.size:
             raise ClipReplaced(
-                "file on the camera is not the one uploaded (content differs after re-dock); "
-                "not wiped, the server copy is kept"
+                "file on the camera is not the one uploaded (its content differs from the "
+                "confirmed copy): not wiped; the server copy is kept, and the file on the camera "
+                "is offloaded as a new version"
             )
         expected = current
     try:
         await asyncio.to_thread(wipe_clip, camera.root, clip.rel_path, expected)
     except FileNotFoundError:
         return _missing(ctx, clip, camera)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise WipeDeferred(
+            f"camera read-only ({exc.strerror}): the clip is stored and confirmed on the server "
+            "but cannot be removed from the camera; check the camera's write-protect switch or "
+            "mount, then `dockctl retry`"
+        ) from None
     log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
     return _wiped(ctx, clip)
 
@@ -370,9 +413,13 @@ def _wiped(ctx: PipelineContext, clip: ClipRecord, detail: str | None = None) ->
     return wiped
 
 
-def utc_iso(ns: int) -> str:
-    return (
-        dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
+async def _changed_in_place(camera: DockedCamera, clip: ClipRecord, expected: FileIdentity) -> bool:
+    """Whether the file at the clip's path is no longer the version that was read (same docking).
+
+    A path that is gone or unsafe now is left to `wipe_clip`, which refuses or reports it.
+    """
+    try:
+        current = await asyncio.to_thread(stat_clip, camera.root, clip.rel_path)
+    except (OSError, UnsafeFile):
+        return False
+    return bool(expected.differs_from(current))

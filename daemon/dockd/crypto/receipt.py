@@ -44,6 +44,19 @@ class ReceiptError(ValueError):
     """The receipt is malformed, not signed by the expected key, or does not match the upload."""
 
 
+class KeyMismatch(ReceiptError):
+    """A well-formed receipt signed by another key than the one configured."""
+
+
+def _claimed_kid(payload: bytes) -> str:
+    """The key id an unverified payload claims, for the operator's message only."""
+    try:
+        kid = json.loads(payload).get("kid")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return "(unreadable)"
+    return kid[:32] if isinstance(kid, str) and kid.isprintable() else "(none)"
+
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:16]
 
@@ -105,8 +118,9 @@ def verify(header_value: str, public_key: Ed25519PublicKey) -> Receipt:
     try:
         public_key.verify(signature, _CONTEXT + payload)
     except InvalidSignature:
-        raise ReceiptError(
+        raise KeyMismatch(
             "receipt signature does not verify under the configured server key"
+            f" ({key_id(public_key)}); the receipt names key {_claimed_kid(payload)}"
         ) from None
     try:
         fields = json.loads(payload)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from dockd.devices.globs import GlobSet, States
+from dockd.devices.writers import has_writer, write_lease
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. O_NOCTTY: a tty
@@ -47,18 +48,59 @@ class ClipReplaced(UnsafeFile):
     """Wipe refused: what is at the path now is not the file that was read. Nothing was deleted."""
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def as_int64(value: int) -> int:
+    """A kernel number as SQLite can hold it (signed 64-bit).
+
+    Device and inode numbers are unsigned 64-bit: wrapped (two's complement), so distinct values
+    stay distinct. Nanosecond times are seconds * 1e9 with 64-bit seconds, so a camera can claim
+    years far past 2262 (ext4 stores up to 2446, tmpfs further) or before 1678: saturated. Both
+    sides of every identity comparison go through here, so a comparison never mixes forms.
+    """
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    if 0 <= value < (1 << 64):
+        return value - (1 << 64)
+    return INT64_MAX if value > 0 else INT64_MIN
+
+
 @dataclass(frozen=True)
 class FileIdentity:
-    """What must not change between reading a clip and wiping it."""
+    """What must not change between reading a clip and wiping it.
+
+    ctime is the one a writer cannot forge: `utimensat` restores mtime to the nanosecond, but
+    every write, truncate, chmod, link or utimensat sets ctime to the kernel's clock. `ctime_ns`
+    None means "not recorded" (a journal row from before ctime was kept): it then matches any.
+    """
 
     dev: int
     ino: int
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None
 
     @classmethod
     def from_stat(cls, st: os.stat_result) -> FileIdentity:
-        return cls(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return cls(
+            dev=as_int64(st.st_dev),
+            ino=as_int64(st.st_ino),
+            size=st.st_size,
+            mtime_ns=as_int64(st.st_mtime_ns),
+            ctime_ns=as_int64(st.st_ctime_ns),
+        )
+
+    def differs_from(self, found: FileIdentity) -> list[str]:
+        """The fields in which `found` (read now) is not this identity (what was read)."""
+        changed = [
+            name
+            for name in ("dev", "ino", "size", "mtime_ns")
+            if getattr(self, name) != getattr(found, name)
+        ]
+        if self.ctime_ns is not None and self.ctime_ns != found.ctime_ns:
+            changed.append("ctime_ns")
+        return changed
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,9 @@ class FoundClip:
     identity: FileIdentity
     sidecar: dict[str, Any] | None  # the parsed sidecar object, if there is a sane one
     sidecar_error: str | None  # why an existing sidecar was ignored
+    writing: bool = False  # some process holds it open for writing: not settled, whatever its size
+    nlink: int = 1  # names of this inode: > 1 means a wipe of this name would leave the data
+    raw_mtime_ns: int = 0  # st_mtime_ns as the kernel gave it (identity.mtime_ns may be saturated)
 
 
 @dataclass(frozen=True)
@@ -271,11 +316,18 @@ def wipe_clip(root: Path, rel_path: bytes, expected: FileIdentity) -> None:
     """Delete the clip, durably, only if it is still exactly the file that was read.
 
     Raises ClipReplaced (nothing deleted) if a directory on the way is now a symlink, or the
-    entry is not a regular file, or its (dev, ino, size, mtime_ns) differ from `expected`;
-    UnsafeFile for a malformed rel_path; FileNotFoundError if it is already gone (the caller
-    decides what that means). The directory is fsynced after the unlink so the wipe survives a
-    power cut. Residual race: a local process swapping the file between the final stat and the
-    unlink is not detectable with POSIX calls; the camera itself cannot do that while mounted.
+    entry is not a regular file, or its (dev, ino, size, mtime_ns, ctime_ns) differ from
+    `expected`; HardLinked (nothing deleted) if the inode has other names, since unlinking this
+    one would leave the data on the camera; WriterPresent (nothing deleted) if some process has
+    it open for writing; UnsafeFile for a malformed rel_path; FileNotFoundError if it is already
+    gone (the caller decides what that means). The directory is fsynced after the unlink so the
+    wipe survives a power cut.
+
+    The check and the unlink happen under a read lease on the very inode (see devices/writers):
+    no process can open it for writing in between. The name is re-checked against the leased fd
+    just before the unlink; a local process renaming another file over the name in the
+    microseconds between that check and unlink(2) remains undetectable with POSIX calls (the
+    camera itself cannot do that while it is mounted here).
     """
     parts = _split_rel_path(rel_path)
     try:
@@ -287,14 +339,36 @@ def wipe_clip(root: Path, rel_path: bytes, expected: FileIdentity) -> None:
         raise ClipReplaced(exc.reason) from exc
 
 
+class HardLinked(UnsafeFile):
+    """Wipe refused: the clip's inode has other names; unlinking one would leave the data."""
+
+
 def _unlink_if_unchanged(parent_fd: int, name: bytes, expected: FileIdentity) -> None:
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode):
         raise ClipReplaced(f"{_file_type(st.st_mode)} where the clip was")
-    found = FileIdentity.from_stat(st)
-    if found != expected:
-        raise ClipReplaced(f"file changed since it was read: expected {expected}, found {found}")
-    os.unlink(name, dir_fd=parent_fd)
+    fd, opened = _open_regular(parent_fd, name)
+    try:
+        with write_lease(fd):
+            found = FileIdentity.from_stat(os.fstat(fd))
+            if changed := expected.differs_from(found):
+                raise ClipReplaced(
+                    f"file changed since it was read ({', '.join(changed)}): expected "
+                    f"{expected}, found {found}"
+                )
+            if opened.st_nlink > 1 or os.fstat(fd).st_nlink > 1:
+                raise HardLinked(
+                    f"the clip's data has {opened.st_nlink} names on the camera (hard links): "
+                    "removing this one would leave the data under another name: not wiped (the "
+                    "server holds the confirmed copy; remove the other names, then `dockctl "
+                    "release`)"
+                )
+            now = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                raise ClipReplaced("file replaced during the wipe check")
+            os.unlink(name, dir_fd=parent_fd)
+    finally:
+        os.close(fd)
     _fsync_dir(parent_fd)
 
 
@@ -489,10 +563,24 @@ class _Walk:
         except OSError as exc:
             self.skip(rel, _unreadable(exc))
             return
-        os.close(fd)
+        try:
+            writing = has_writer(fd)
+        except OSError as exc:
+            self.skip(rel, _unreadable(exc))
+            return
+        finally:
+            os.close(fd)
         sidecar, sidecar_error = self.read_sidecar(dir_fd, name, names)
         self.clips.append(
-            FoundClip(b"/".join(rel), FileIdentity.from_stat(st), sidecar, sidecar_error)
+            FoundClip(
+                b"/".join(rel),
+                FileIdentity.from_stat(st),
+                sidecar,
+                sidecar_error,
+                writing=writing,
+                nlink=st.st_nlink,
+                raw_mtime_ns=st.st_mtime_ns,
+            )
         )
 
     def read_sidecar(

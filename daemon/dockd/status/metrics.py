@@ -42,6 +42,9 @@ REASON_CLASSES = (
     "unsafe_file",  # symlink, FIFO, device... on the camera
     "unreadable",  # I/O error reading the camera
     "internal_error",
+    "dock_storage",  # the dock's own state directory is full or failing
+    "open_for_writing",  # another process holds the clip open for writing
+    "hard_linked",  # the clip's data has other names on the camera
     "operator",  # an operator asked (dockctl retry)
     "other",
 )
@@ -51,14 +54,21 @@ def reason_class(exc: BaseException) -> str:
     """The bounded label value for an exception that stopped a clip."""
     from dockd import clipio
     from dockd.confirm import ConfirmationMismatch, NotConfirmed
-    from dockd.devices.camera import ClipReplaced, UnsafeFile
+    from dockd.devices.camera import ClipReplaced, HardLinked, UnsafeFile
+    from dockd.devices.writers import WriterPresent
+    from dockd.dockhealth import is_storage_error
     from dockd.transport import tus
+
+    if is_storage_error(exc):
+        return "dock_storage"
 
     checks: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
         (tus.UploadGone, "upload_gone"),
         (tus.ServerUnavailable, "server_unavailable"),
         (tus.ServerRejected, "server_rejected"),
         (tus.TusError, "server_rejected"),
+        (HardLinked, "hard_linked"),
+        (WriterPresent, "open_for_writing"),
         ((clipio.ClipChangedError, ClipReplaced), "clip_changed"),
         (UnsafeFile, "unsafe_file"),
         (ConfirmationMismatch, "receipt_mismatch"),
@@ -169,6 +179,30 @@ class DockMetrics:
             "dockd_clip_duration_seconds",
             "A clip from discovery on the camera to its wipe.",
             buckets=CLIP_BUCKETS,
+            registry=r,
+        )
+        self.storage_ok = Gauge(
+            "dockd_state_storage_ok",
+            "0 while the dock's own state directory (journal) cannot be written (disk full or "
+            "failing): offloading is paused, nothing is lost. 1 otherwise.",
+            registry=r,
+        )
+        self.storage_ok.set(1)
+        self.storage_failures = Counter(
+            "dockd_state_storage_failures",
+            "Failed writes of the dock's own state (journal, manifests), at most one per back-off.",
+            registry=r,
+        )
+        self.state_free_bytes = Gauge(
+            "dockd_state_free_bytes",
+            "Free bytes on the file system of the dock's state directory (at scrape time).",
+            registry=r,
+        )
+        self.scan_errors = Counter(
+            "dockd_camera_scan_errors",
+            "Camera scans (or the recording of what they found) that failed; the camera is shown "
+            "not safe to remove and scanned again.",
+            ["reason"],
             registry=r,
         )
         self.rates = RateWindow()
