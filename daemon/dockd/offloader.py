@@ -275,6 +275,8 @@ class Offloader:
         recorded_at, source, notes = recorded_time.recorded_at(found.sidecar, found.raw_mtime_ns)
         metadata = _sidecar_metadata(found)
         metadata.update(notes)
+        if found.raw_mtime_ns != ident.mtime_ns:  # saturated for the journal: keep the original
+            metadata["mtime_ns_raw"] = str(found.raw_mtime_ns)
         if found.nlink > 1:
             metadata["hard_links"] = found.nlink
         if camera.officer and "officer" not in metadata:

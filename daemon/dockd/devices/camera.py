@@ -51,19 +51,18 @@ class ClipReplaced(UnsafeFile):
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-def as_int64(value: int) -> int:
-    """A kernel number as SQLite can hold it (signed 64-bit).
+def wrap_u64(value: int) -> int:
+    """An unsigned 64-bit kernel number (st_dev, st_ino) as SQLite can hold it: two's
+    complement, so distinct values stay distinct."""
+    return value - (1 << 64) if value > INT64_MAX else value
 
-    Device and inode numbers are unsigned 64-bit: wrapped (two's complement), so distinct values
-    stay distinct. Nanosecond times are seconds * 1e9 with 64-bit seconds, so a camera can claim
-    years far past 2262 (ext4 stores up to 2446, tmpfs further) or before 1678: saturated. Both
-    sides of every identity comparison go through here, so a comparison never mixes forms.
-    """
-    if INT64_MIN <= value <= INT64_MAX:
-        return value
-    if 0 <= value < (1 << 64):
-        return value - (1 << 64)
-    return INT64_MAX if value > 0 else INT64_MIN
+
+def saturate_i64(value: int) -> int:
+    """A nanosecond time as SQLite can hold it. The kernel's are 64-bit seconds * 1e9, so a
+    camera can claim years far past 2262 (ext4 stores up to 2446, tmpfs and crafted images
+    anywhere) or before 1678: those saturate. Both sides of every identity comparison go through
+    here, so a comparison never mixes forms; the raw value is kept in the clip's metadata."""
+    return max(INT64_MIN, min(INT64_MAX, value))
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,11 @@ class FileIdentity:
     @classmethod
     def from_stat(cls, st: os.stat_result) -> FileIdentity:
         return cls(
-            dev=as_int64(st.st_dev),
-            ino=as_int64(st.st_ino),
+            dev=wrap_u64(st.st_dev),
+            ino=wrap_u64(st.st_ino),
             size=st.st_size,
-            mtime_ns=as_int64(st.st_mtime_ns),
-            ctime_ns=as_int64(st.st_ctime_ns),
+            mtime_ns=saturate_i64(st.st_mtime_ns),
+            ctime_ns=saturate_i64(st.st_ctime_ns),
         )
 
     def differs_from(self, found: FileIdentity) -> list[str]:
