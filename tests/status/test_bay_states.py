@@ -83,3 +83,13 @@ def test_a_quarantined_clip_that_may_still_be_there_keeps_blocking(journal, pres
     state, code, reason = _desk(_offloader(journal, present))
     assert (state, code) == ("error", "error")
     assert reason is not None and "DCIM/A.MP4: QUARANTINED" in reason
+
+
+def test_a_read_only_camera_says_so(journal):
+    clip = journal.add_clip(new_clip(b"DCIM/A.MP4"))
+    confirmed(journal, clip.id)
+    # what the pipeline records when the unlink is refused by a read-only file system
+    journal.quarantine(clip.id, "unreadable on camera: Read-only file system")
+    state, code, reason = _desk(_offloader(journal, {b"DCIM/A.MP4": (10, 1)}))
+    assert (state, code) == ("camera read-only", "camera_read_only")
+    assert reason is not None and "dockctl release --bay" in reason

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dockd import exitcodes
 from dockd.crypto.keys import keygen, load_verify_key
 from dockd.journal import Journal
@@ -286,3 +287,50 @@ def test_a_journal_key_with_a_wrong_mode_exits_78_with_one_line(tmp_path, keys):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr  # no traceback
     assert str(key) in lines[0] and "0644" in lines[0] and "chmod 600" in lines[0]
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only camera")
+async def test_a_read_only_camera_says_so_and_one_release_per_bay_recovers(
+    tmp_path, keys, receiver
+):
+    """A real read-only file system under the bay (a write-protected card): everything
+    uploads and is confirmed, the wipe is refused by the kernel, the desk reads why; once the
+    card is writable, one `release --bay` finishes the job."""
+    card = tmp_path / "card"
+    card.mkdir()
+    try:
+        _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(card))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount here: {exc}")
+    bay = None
+    dock = await Dock(tmp_path, receiver.url, keys).start()
+    try:
+        (card / "DCIM").mkdir()
+        (card / "DCIM" / "A.MP4").write_bytes(os.urandom(40_000))
+        (card / "DCIM" / "B.MP4").write_bytes(os.urandom(30_000))
+        (card / "camera.json").write_text(json.dumps({"serial": "CAM-8", "model": "cam"}))
+        _mount("-o", "remount,ro", str(card))
+        bay = dock.bays / "bay-8"
+        bay.mkdir()
+        _mount("--bind", str(card), str(bay))  # the 'docking'
+
+        row = await _wait_row(dock, "bay-8", lambda r: r["state_code"] == "camera_read_only", "ro")
+        assert row["state"] == "camera read-only" and "release --bay" in row["reason"]
+        assert set(_states(dock.state_dir).values()) == {"QUARANTINED"}
+
+        for mountpoint in (card, bay):  # the write-protect switch is moved back
+            _mount("-o", "remount,rw", str(mountpoint))
+        code, out, err = await dock.dockctl("release", "--bay", "bay-8")
+        assert code == 0 and "2 quarantined clip(s) of CAM-8 released" in out, err
+        await _wait_row(dock, "bay-8", lambda r: r["safe_to_remove"], "SAFE TO REMOVE")
+        assert set(_states(dock.state_dir).values()) == {"WIPED"}
+        assert not (card / "DCIM" / "A.MP4").exists()
+    finally:
+        await dock.close()
+        for mountpoint in (bay, card):
+            if mountpoint is not None:
+                subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)

@@ -73,10 +73,24 @@ def receipt_key_mismatch(reason: str | None) -> bool:
     )
 
 
+READ_ONLY = "camera read-only"
+# strerror(EROFS), as the pipeline records an unlink refused by a read-only camera file system.
+_EROFS = "Read-only file system"
+
+
+def camera_read_only(reason: str | None) -> bool:
+    return reason is not None and _EROFS in reason
+
+
 def operator_reason(state: str, reason: str | None) -> str | None:
     """A clip's reason as the desk should read it: the cause to fix first, then the detail."""
     if state == State.UPLOADED.value and receipt_key_mismatch(reason):
         return f"{KEY_MISMATCH} ({reason})"
+    if camera_read_only(reason):
+        return (
+            f"{READ_ONLY}: clips cannot be removed from it (write-protect switch, or mounted "
+            f"read-only); once fixed: dockctl release --bay BAY ({reason})"
+        )
     return reason
 
 
@@ -118,9 +132,12 @@ def _bay_state(
     stuck = [c for c in clips if c.state in (State.QUARANTINED, State.FAILED) and c.id not in stale]
     if stuck:
         first = stuck[0]
-        reason = f"{display_path(first.rel_path)}: {first.state.value}: {first.reason}"
+        explained = operator_reason(first.state.value, first.reason)
+        reason = f"{display_path(first.rel_path)}: {first.state.value}: {explained}"
         if first.retry_at:
             reason += f" (next try {time.strftime('%H:%M:%S', time.localtime(first.retry_at))})"
+        if any(camera_read_only(c.reason) for c in stuck):
+            return READ_ONLY, "camera_read_only", reason
         return "error", "error", reason
     waiting = [c for c in clips if c.state is State.UPLOADED]
     if waiting:
