@@ -658,7 +658,7 @@ class Journal:
     def dismiss(self, clip_id: int, *, actor: str, reason: str) -> ClipRecord:
         """Close a QUARANTINED row for good (terminal DISMISSED), e.g. its file version is gone
         from the camera. Whether the version is still on the camera only the caller can see:
-        the control API refuses that case for unconfirmed clips before calling this."""
+        the control API refuses while it is (or may be) before calling this."""
         if not reason.strip():
             raise JournalError(f"clip {clip_id}: dismissing needs a reason")
         return self._transition(

@@ -321,6 +321,9 @@ async def test_a_read_only_camera_says_so_and_one_release_per_bay_recovers(
         row = await _wait_row(dock, "bay-8", lambda r: r["state_code"] == "camera_read_only", "ro")
         assert row["state"] == "camera read-only" and "release --bay" in row["reason"]
         assert set(_states(dock.state_dir).values()) == {"QUARANTINED"}
+        # confirmed, but still on the camera: closing the row would hide whatever is there now
+        code, _out, err = await dock.dockctl("dismiss", "1", "--reason", "server has it")
+        assert code == exitcodes.FAILURE and "still on the camera" in err
 
         for mountpoint in (card, bay):  # the write-protect switch is moved back
             _mount("-o", "remount,rw", str(mountpoint))

@@ -185,21 +185,22 @@ def create_app(ctx: ControlContext) -> web.Application:
     def dismiss(clip_id: int, who: str, request: web.Request) -> ClipRecord:
         reason = _reason(request, "dismiss")
         record = ctx.journal.get(clip_id)
-        if record.confirmation is None:
-            present = ctx.offloader.version_present(record)
-            # Closing the row of evidence the server never confirmed, while that very file may
-            # still be on the camera, would hide it: only a camera scan that shows it gone counts.
-            if present is not False:
-                why = (
-                    "that file version is still on the camera"
-                    if present
-                    else "its camera is not docked (or not fully scanned), so dockd cannot "
-                    "tell whether that file version is still on it"
-                )
-                raise JournalError(
-                    f"clip {clip_id} is not confirmed by the server and {why}: not dismissed "
-                    "(fix the cause and `dockctl release` it, or `dockctl hold` it)"
-                )
+        present = ctx.offloader.version_present(record)
+        # Only a camera scan that shows this exact version gone counts. Even a confirmed clip:
+        # a quarantine can mean the bytes at that version changed after confirmation (an
+        # in-place rewrite), and closing the row would leave unstored bytes on the camera.
+        if present is not False:
+            why = (
+                "that file version is still on the camera"
+                if present
+                else "its camera is not docked (or not fully scanned), so dockd cannot tell "
+                "whether that file version is still on it"
+            )
+            state = "not confirmed by the server" if record.confirmation is None else "quarantined"
+            raise JournalError(
+                f"clip {clip_id} is {state} and {why}: not dismissed (fix the cause and "
+                "`dockctl release` it, or `dockctl hold` it)"
+            )
         return ctx.journal.dismiss(clip_id, actor=who, reason=reason)
 
     async def release_bay(request: web.Request) -> web.Response:

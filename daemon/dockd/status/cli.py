@@ -482,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=cmd_action, action="retry")
     dismiss = sub.add_parser(
         "dismiss",
-        help="close a QUARANTINED clip whose file is no longer on the camera (refused while an "
-        "unconfirmed clip may still be there)",
+        help="close a QUARANTINED clip whose file version is no longer on the camera (refused "
+        "while it is, or may be, still there)",
     )
     dismiss.add_argument("clip", type=int, metavar="CLIP", help="clip id (dockctl clips)")
     dismiss.add_argument("--reason", required=True, help="why (recorded in the audit log)")
