@@ -139,9 +139,10 @@ def demo_settings(workdir: Path, server_url: str) -> config.Settings:
         "discovery": {"scan_interval": 0.3, "settle_time": 0.3},
         "bays": {"folder": str(workdir / "bays")},
     }
-    control = workdir / "control.sock"
+    control = workdir / "state" / "control.sock"
     if len(str(control)) < 100:  # AF_UNIX paths are limited to ~108 bytes
-        # `dockctl --socket DIR/control.sock status` works while the demo runs.
+        # Beside the journal, so `dockctl --state-dir DIR/state status` finds the running daemon,
+        # and reads the journal once the demo has ended.
         data["status"] = {"socket": str(control)}
     return config.parse(workdir / "demo.toml", data)
 
@@ -216,7 +217,7 @@ async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) ->
         await asyncio.wait_for(daemon.ready.wait(), 10)
         console.print(f"[bold]receiver[/] {receiver.url}   [bold]store[/] {workdir / 'store'}")
         if settings.status.socket is not None:
-            console.print(f"[bold]status[/]   dockctl --socket {settings.status.socket} status")
+            console.print(f"[bold]status[/]   dockctl --state-dir {settings.dock.state_dir} status")
         clips = await asyncio.to_thread(dock_cameras, workdir / "bays", clip_mib)
         total = sum(c.size for c in clips)
         console.print(f"docked {len(_BAYS)} cameras, {len(clips)} clips, {total / 1e6:.1f} MB")
@@ -249,8 +250,10 @@ async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) ->
             f"[{style}]{verdict}{'' if gone else ', NOT wiped'}[/]",
         )
     console.print(table)
+    # The daemon has stopped: only commands that read what it left behind work from here on.
     where = (
-        f"everything kept in {workdir} (check offline: dockd verify --workdir {workdir})"
+        f"everything kept in {workdir} (check offline: dockd verify --workdir {workdir}; "
+        f"what the journal recorded: dockctl --state-dir {settings.dock.state_dir} clips)"
         if keep
         else "temporary files removed"
     )

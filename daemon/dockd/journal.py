@@ -4,6 +4,7 @@ States (see docs/ARCHITECTURE.md)::
 
     DISCOVERED → HASHED → UPLOADING → UPLOADED → CONFIRMED → WIPED
     plus HELD (kept on the camera), QUARANTINED (unsafe input, with reason), FAILED (reason, retry_at)
+    and DISMISSED (an operator closed a QUARANTINED row whose version left the camera)
 
 Why it can be trusted after a power cut:
 - WAL mode with ``synchronous=FULL``: a committed transition is on disk when `commit` returns, so
@@ -51,6 +52,9 @@ class State(enum.StrEnum):
     HELD = "HELD"
     QUARANTINED = "QUARANTINED"
     FAILED = "FAILED"
+    # Terminal: an operator closed a QUARANTINED row whose file version is no longer on the
+    # camera (nothing left to offload or keep), with a reason, in the audit log.
+    DISMISSED = "DISMISSED"
 
 
 # States a worker can pick a clip up in (FAILED only once retry_at has passed).
@@ -205,10 +209,17 @@ class Sealer:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
-            from dockd.crypto.keys import check_private_file
+            from dockd.crypto.keys import KeyFileError, check_private_file
 
-            check_private_file(path)
-            key = path.read_bytes()
+            # JournalError, not KeyFileError: `dockd run` maps it to one line and exit 78, so
+            # systemd stops instead of restarting into the same refusal every few seconds.
+            try:
+                check_private_file(path)
+                key = path.read_bytes()
+            except KeyFileError as exc:
+                raise JournalError(f"sealing key: {exc}") from None
+            except OSError as exc:
+                raise JournalError(f"{path}: cannot read sealing key: {exc.strerror}") from None
             if len(key) != 32:
                 raise JournalError(f"{path}: sealing key must be 32 bytes") from None
             return cls(key)
@@ -259,6 +270,9 @@ class Journal:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Overwrite freed pages with zeros: erased key material and old receipts must not
+            # linger in the file. Explicit, because the compiled-in default differs by build.
+            conn.execute("PRAGMA secure_delete=ON")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise JournalError(
@@ -604,14 +618,28 @@ class Journal:
             retry_at=None,
         )
 
-    def hold(self, clip_id: int, *, actor: str, reason: str = "held by operator") -> ClipRecord:
+    def hold(
+        self,
+        clip_id: int,
+        *,
+        actor: str,
+        reason: str = "held by operator",
+        force: bool = False,
+    ) -> ClipRecord:
+        """Keep a clip on the camera. An evidence-flagged clip only with `force`: holding it
+        stops its offload, so it must be a deliberate act, never a slip of the clip id."""
         record = self.get(clip_id)
+        if record.evidence and not force:
+            raise JournalError(
+                f"clip {clip_id} is flagged as evidence: holding it keeps it on the camera and "
+                "stops its offload; repeat with --force if that is intended"
+            )
         return self._transition(
             clip_id,
             (*WORKABLE, State.QUARANTINED),
             State.HELD,
             actor=actor,
-            detail=reason,
+            detail=f"forced: {reason}" if force and record.evidence else reason,
             held_from=record.state.value,
             reason=reason,
             retry_at=None,
@@ -633,14 +661,33 @@ class Journal:
         )
 
     def retry_now(self, clip_id: int, *, actor: str) -> ClipRecord:
+        """Try a FAILED clip now, or ask the server again at once for an UPLOADED clip's
+        confirmation (e.g. after the receipt key or the confirm policy was corrected)."""
         record = self.get(clip_id)
+        to = State.UPLOADED if record.state is State.UPLOADED else record.resume_state
         return self._transition(
             clip_id,
-            (State.FAILED,),
-            record.resume_state,
+            (State.FAILED, State.UPLOADED),
+            to,
             actor=actor,
             detail="retry requested",
             reason=None,
+            retry_at=None,
+        )
+
+    def dismiss(self, clip_id: int, *, actor: str, reason: str) -> ClipRecord:
+        """Close a QUARANTINED row for good (terminal DISMISSED), e.g. its file version is gone
+        from the camera. Whether the version is still on the camera only the caller can see:
+        the control API refuses while it is (or may be) before calling this."""
+        if not reason.strip():
+            raise JournalError(f"clip {clip_id}: dismissing needs a reason")
+        return self._transition(
+            clip_id,
+            (State.QUARANTINED,),
+            State.DISMISSED,
+            actor=actor,
+            detail=reason,
+            reason=reason,
             retry_at=None,
         )
 

@@ -64,6 +64,9 @@ class CameraView:
     truncated: bool = False  # the last scan hit ScanLimits.max_entries: files were not examined
     # Clips found but not recorded in the journal (an error while recording): path -> reason.
     unrecorded: dict[bytes, str] = field(default_factory=dict)
+    # rel_path -> (size, mtime_ns, ctime_ns) of every clip file the last complete scan saw; None
+    # before the first scan or when it was truncated (then nothing can be said to be gone).
+    present: dict[bytes, tuple[int, int, int | None]] | None = None
     task: asyncio.Task[None] | None = None
     rescan: asyncio.Event = field(default_factory=asyncio.Event)  # an operator's "scan now"
 
@@ -77,6 +80,14 @@ class CameraStatus:
     why_not: str | None
     clips: Counter[str]
     pending: int
+    # Every clip is settled but some are HELD without the server's confirmation: the operator
+    # may take the camera, but it is NOT safe to remove (never shown as such).
+    removable: bool = False
+    held_not_offloaded: int = 0
+    kept_on_camera: int = 0  # HELD clips the server confirmed: kept on the camera on purpose
+    # QUARANTINED rows whose file is no longer on the camera: a note, not a blocker.
+    gone_quarantined: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def _sidecar_metadata(found: FoundClip) -> dict[str, object]:
@@ -90,6 +101,17 @@ def _sidecar_metadata(found: FoundClip) -> dict[str, object]:
     if found.sidecar_error:
         carried["sidecar_error"] = found.sidecar_error[:200]
     return carried
+
+
+def _versions(result: ScanResult) -> dict[bytes, tuple[int, int, int | None]]:
+    return {
+        f.rel_path: (f.identity.size, f.identity.mtime_ns, f.identity.ctime_ns)
+        for f in result.clips
+    }
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _blocks_removal(reason: str) -> bool:
@@ -156,6 +178,7 @@ class Offloader:
                 interval = base
             else:
                 view.scan_error = None
+                view.present = None if result.truncated else _versions(result)
                 view.scans += 1
                 self._wake.set()
                 # A docked camera rarely changes, and a scan of 100 000 files costs seconds of
@@ -468,16 +491,47 @@ class Offloader:
         self._wake.set()
 
     # ---- status ----------------------------------------------------------------------------
+    def version_present(self, clip: ClipRecord) -> bool | None:
+        """Is this clip's exact file version (path, size, mtime, ctime) on its camera now, as the
+        last complete scan saw it? None when that cannot be told (camera not docked, not scanned
+        yet, scan truncated, or the path was unreadable). A row from before ctime was recorded
+        matches on (size, mtime)."""
+        view = self.views.get(clip.camera)
+        if view is None or view.present is None or view.scan_error is not None:
+            return None
+        if display_path(clip.rel_path) in {path for path, _reason in view.skipped}:
+            return None
+        found = view.present.get(clip.rel_path)
+        if found is None:
+            return False
+        size, mtime_ns, ctime_ns = found
+        return (size, mtime_ns) == (clip.size, clip.mtime_ns) and clip.ctime_ns in (None, ctime_ns)
+
+    def _gone(self, view: CameraView, clip: ClipRecord) -> bool:
+        """No file at all is at this clip's path on the camera (a replaced version still holds
+        the path: that row keeps blocking until someone looks)."""
+        if self.version_present(clip) is not False:
+            return False
+        assert view.present is not None
+        return clip.rel_path not in view.present
+
     def status(self, serial: str) -> CameraStatus:
         view = self.views[serial]
         every = self.ctx.journal.clips_for_camera(serial, include_wiped=True)
-        clips = [c for c in every if c.state is not State.WIPED]
-        # Counts cover this docking: the live clips plus those wiped since it was docked.
+        closed = (State.WIPED, State.DISMISSED)
+        clips = [c for c in every if c.state not in closed]
+        # Counts cover this docking: the live clips plus those closed since it was docked.
         counts = Counter(
             c.state.value
             for c in every
-            if c.state is not State.WIPED or c.session == view.camera.session
+            if c.state not in closed or c.session == view.camera.session
         )
+        gone = [c for c in clips if c.state is State.QUARANTINED and self._gone(view, c)]
+        gone_ids = {c.id for c in gone}
+        clips = [c for c in clips if c.id not in gone_ids]
+        held = [c for c in clips if c.state is State.HELD]
+        not_offloaded = [c for c in held if c.confirmation is None]
+        kept = [c for c in held if c.confirmation is not None]
         busy = sum(1 for _t, s in self._inflight.values() if s == serial)
         why_not: str | None = None
         if view.model is None:
@@ -510,12 +564,32 @@ class Offloader:
                 f" ({writing} open for writing by another process)" if writing else ""
             )
         elif busy or any(c.state not in SETTLED for c in clips):
-            stuck = [c for c in clips if c.state in (State.QUARANTINED, State.FAILED) or c.reason]
+            stuck = [
+                c
+                for c in clips
+                if c.state in (State.QUARANTINED, State.FAILED)
+                or (c.reason and c.state not in SETTLED)
+            ]
             why_not = (
                 f"{display_path(stuck[0].rel_path)}: {stuck[0].state.value}: {stuck[0].reason}"
                 if stuck and not busy
                 else "offloading"
             )
+        removable = why_not is None and bool(not_offloaded)
+        if removable:
+            # Never "SAFE TO REMOVE": an operator's hold is not the server holding the bytes.
+            why_not = f"REMOVABLE: {_plural(len(not_offloaded), 'clip')} held, NOT offloaded"
+        notes = []
+        if kept:
+            notes.append(
+                f"{_plural(len(kept), 'clip')} kept on the camera on purpose "
+                "(held; the server has confirmed them)"
+            )
+        notes += [
+            f"{display_path(c.rel_path)}: QUARANTINED row (clip {c.id}) whose file is no longer "
+            f"on the camera: dockctl dismiss {c.id} --reason TEXT closes it"
+            for c in gone
+        ]
         return CameraStatus(
             serial=serial,
             bay=view.camera.bay,
@@ -524,4 +598,9 @@ class Offloader:
             why_not=why_not,
             clips=counts,
             pending=len(view.pending),
+            removable=removable,
+            held_not_offloaded=len(not_offloaded),
+            kept_on_camera=len(kept),
+            gone_quarantined=tuple(sorted(gone_ids)),
+            notes=tuple(notes),
         )

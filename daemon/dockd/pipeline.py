@@ -375,10 +375,11 @@ async def _wipe(
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
-        raise WipeDeferred(
+        # Quarantined, not retried blindly: an operator fixes the switch or the mount, then
+        # releases the bay's clips in one go (`dockctl release --bay`).
+        raise UnsafeFile(
             f"camera read-only ({exc.strerror}): the clip is stored and confirmed on the server "
-            "but cannot be removed from the camera; check the camera's write-protect switch or "
-            "mount, then `dockctl retry`"
+            "but cannot be removed from the camera"
         ) from None
     log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
     return _wiped(ctx, clip)

@@ -335,10 +335,11 @@ async def test_read_only_camera_says_so_and_keeps_the_clip(tmp_path, receiver, k
         running = await _start(tmp_path, receiver, keys, recipient)
         try:
             rows = await wait_for(
-                lambda: [r for r in _rows(tmp_path) if r["state"] == "CONFIRMED" and r["reason"]],
+                lambda: [r for r in _rows(tmp_path) if r["state"] == "QUARANTINED"],
                 what="confirmed clip that cannot be wiped",
             )
             assert rows[0]["reason"].startswith("camera read-only")
+            assert rows[0]["confirmation"] is not None  # stored and confirmed, just not wiped
             assert "camera read-only" in running.status().why_not
             assert (target / "DCIM/A.MP4").exists()
         finally:

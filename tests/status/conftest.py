@@ -79,9 +79,9 @@ class Dock:
         self.bays = tmp_path / "bays"
         self.bays.mkdir(exist_ok=True)
         self.state_dir = tmp_path / "state"
-        self.socket = tmp_path / "run" / "control.sock"
         self.metrics_port = free_port()
         status = overrides.pop("status", {})
+        self.socket = Path(status.get("socket", tmp_path / "run" / "control.sock"))
         server_extra = overrides.pop("server", {})
         data = dock_config(
             tmp_path, server_url, keys.recipient, public_key=keys.public_key, **overrides
@@ -117,9 +117,11 @@ class Dock:
             assert r.status == 200
             return await r.text()
 
-    async def dockctl(self, *args: str, user: int | None = None) -> tuple[int, str, str]:
+    async def dockctl(
+        self, *args: str, user: int | None = None, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
         """Run the real `dockctl` in a subprocess (it must not block this loop, which serves it)."""
-        return await run_dockctl("--config", str(self.config_path), *args, user=user)
+        return await run_dockctl("--config", str(self.config_path), *args, user=user, env=env)
 
     async def get(self, path: str) -> Any:
         """The control API from this loop (for polling; assertions use the real dockctl)."""
@@ -132,8 +134,11 @@ class Dock:
             return await r.json()
 
 
-async def run_dockctl(*args: str, user: int | None = None) -> tuple[int, str, str]:
-    env = {**os.environ, "COLUMNS": "160", "TERM": "dumb"}
+async def run_dockctl(
+    *args: str, user: int | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`env`: extra environment (e.g. SUDO_USER / SUDO_UID, as sudo sets them)."""
+    env = {**os.environ, "COLUMNS": "160", "TERM": "dumb", **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import shutil
 import stat
 import sys
@@ -102,7 +103,7 @@ async def test_status_to_safe_to_remove_then_daemon_down(tmp_path, keys, receive
     assert code == exitcodes.UNAVAILABLE
     assert "daemon not running" in out
     assert "CAM-1" in out and "SAFE TO REMOVE" in out
-    code, _out, err = await dock.dockctl("hold", "1")
+    code, _out, err = await dock.dockctl("hold", "1", "--reason", "review")
     assert code == exitcodes.UNAVAILABLE and "not running" in err
 
 
@@ -131,10 +132,10 @@ async def test_outage_says_why_and_operator_actions_carry_the_uid(tmp_path, keys
         assert "error" in out and "UNREACHABLE" in out and "2 failed" in out
 
         first, second = (r["id"] for r in journal_rows(dock.state_dir))
-        code, out, err = await dock.dockctl("hold", str(first))
+        code, out, err = await dock.dockctl("hold", str(first), "--reason", "kept for review")
         assert code == 0, err
         assert "now HELD" in out
-        actor = f"uid:{os.getuid()}"
+        actor = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
         assert _history(dock, first)[-1] == ("FAILED", "HELD", actor)
 
         await down.start()
@@ -142,12 +143,16 @@ async def test_outage_says_why_and_operator_actions_carry_the_uid(tmp_path, keys
         assert code == 0, err
         assert ("FAILED", "HASHED", actor) in _history(dock, second)
 
-        async def safe() -> bool:
-            return await _bay_state(dock, "bay-2") == "SAFE TO REMOVE"
+        async def removable() -> bool:
+            state = await _bay_state(dock, "bay-2")
+            return state is not None and state.startswith("REMOVABLE")
 
         from support.receiver import wait_for as poll
 
-        await poll(safe, timeout=60)  # one wiped, one held: the camera may go
+        # one wiped, one held that never reached the server: the camera may go, but it is NOT
+        # safe to remove (the held clip is not offloaded)
+        await poll(removable, timeout=60)
+        assert await _bay_state(dock, "bay-2") == "REMOVABLE: 1 clip held, NOT offloaded"
         states = {r["id"]: r["state"] for r in journal_rows(dock.state_dir)}
         assert states == {first: "HELD", second: "WIPED"}
         assert (dock.bays / "bay-2" / "DCIM/A.MP4").exists()  # the held clip stays on the camera
@@ -226,7 +231,14 @@ async def test_access_denied_is_exit_77(tmp_path, keys, receiver):
 
 async def test_no_socket_at_all_is_exit_69(tmp_path):
     code, _out, err = await run_dockctl(
-        "--socket", str(tmp_path / "none.sock"), "--state-dir", str(tmp_path), "hold", "3"
+        "--socket",
+        str(tmp_path / "none.sock"),
+        "--state-dir",
+        str(tmp_path),
+        "hold",
+        "3",
+        "--reason",
+        "x",
     )
     assert code == exitcodes.UNAVAILABLE
     assert "dockd is not running" in err

@@ -129,3 +129,68 @@ def test_a_zero_byte_journal_is_new(tmp_path):
     journal = Journal.open(tmp_path)
     assert journal.all_clips() == []
     assert journal.add_clip(_new()).state is State.DISCOVERED  # a working, empty journal
+
+
+def test_holding_evidence_needs_force_and_keeps_the_reason(tmp_path):
+    journal = Journal.open(tmp_path)
+    flagged = journal.add_clip(_new(evidence=True))
+    with pytest.raises(JournalError, match=r"evidence.*--force"):
+        journal.hold(flagged.id, actor="alice (uid 1000)", reason="court order")
+    assert journal.get(flagged.id).state is State.DISCOVERED
+    held = journal.hold(flagged.id, actor="alice (uid 1000)", reason="court order", force=True)
+    assert (held.state, held.reason) == (State.HELD, "court order")
+    assert journal.history(flagged.id)[-1][3:] == ("alice (uid 1000)", "forced: court order")
+
+
+def test_retry_now_asks_again_for_an_uploaded_clips_confirmation(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    uploading(journal, clip.id)
+    journal.mark_uploaded(clip.id)
+    journal.note(clip.id, "server receipt rejected: ...", retry_at=2e9)
+    retried = journal.retry_now(clip.id, actor="uid 0")
+    assert (retried.state, retried.retry_at, retried.reason) == (State.UPLOADED, None, None)
+    assert [c.id for c in journal.workable(["CAM1"], now=0)] == [clip.id]  # picked up now
+
+
+def test_dismiss_only_closes_quarantined_rows_with_a_reason(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(_new())
+    with pytest.raises(JournalError, match="not allowed from DISCOVERED"):
+        journal.dismiss(clip.id, actor="uid 0", reason="gone")
+    journal.quarantine(clip.id, "unreadable on camera: No such file or directory")
+    with pytest.raises(JournalError, match="needs a reason"):
+        journal.dismiss(clip.id, actor="uid 0", reason="  ")
+    dismissed = journal.dismiss(clip.id, actor="alice (uid 1000)", reason="file deleted on camera")
+    assert dismissed.state is State.DISMISSED
+    assert journal.history(clip.id)[-1][1:] == (
+        "QUARANTINED",
+        "DISMISSED",
+        "alice (uid 1000)",
+        "file deleted on camera",
+    )
+    with pytest.raises(JournalError):  # terminal: no way back to work
+        journal.release(clip.id, actor="uid 0")
+    assert journal.workable(["CAM1"], now=0) == []
+
+
+def test_sealing_key_with_a_wrong_mode_is_a_journal_error(tmp_path):
+    Journal.open(tmp_path).close()
+    (tmp_path / "journal.key").chmod(0o644)
+    with pytest.raises(JournalError, match=r"journal.key.*0644.*chmod 600"):
+        Journal.open(tmp_path)
+
+
+def test_secure_delete_is_set_explicitly(tmp_path, monkeypatch):
+    """Freed pages are zeroed whatever this SQLite build's default: a build without
+    SQLITE_SECURE_DELETE is simulated by switching it off on every new connection."""
+    real_connect = sqlite3.connect
+
+    def connect_without_default(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete=OFF")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect_without_default)
+    journal = Journal.open(tmp_path)
+    assert journal._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1

@@ -2,11 +2,13 @@
 
 Access control is the socket file: mode 0660, group `dockd` when that group exists (root and the
 group's members may connect). Each connection's peer is read with SO_PEERCRED and every action is
-recorded in the journal's transitions with the actor `uid:<n>` and logged, so a hold or a release
-can always be traced to the account that asked.
+recorded in the journal's transitions and the audit log with the operator (`status/actor.py`: the
+kernel's uid, and what dockctl says of the person behind sudo), so a hold or a release can always
+be traced to the person who asked.
 
 Read:  GET /status, /bays (= /cameras), /clips[?camera=S], /clips/{id}, /queue, /progress, /server
-Act:   POST /clips/{id}/hold|release|retry[|flag], POST /bays/{bay}/rescan (bay or camera serial)
+Act:   POST /clips/{id}/hold?reason=TEXT[&force=1], /clips/{id}/release|retry[|flag],
+       POST /clips/{id}/dismiss?reason=TEXT, POST /bays/{bay}/rescan|release (bay or serial)
 Limit: GET /bandwidth; POST /bandwidth?rate=2MiB|off|config (config: back to the file's limit)
 """
 
@@ -25,10 +27,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dockd.journal import Journal, JournalError
+from dockd.journal import ClipRecord, Journal, JournalError, State
 from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
-from dockd.status import views
+from dockd.status import actor, views
 from dockd.status.metrics import DockMetrics, ServerTracker
 from dockd.transport.bandwidth import Bandwidth, parse_rate
 
@@ -52,23 +54,38 @@ class ControlContext:
         return self.offloader.ctx.journal
 
 
-def peer_uid(request: web.Request) -> int | None:
-    """The connecting process' uid from the kernel (SO_PEERCRED), not from anything it sent."""
+def peer_of(request: web.Request) -> actor.Peer:
+    """The connecting process' pid and uid from the kernel (SO_PEERCRED), not from anything it
+    sent."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None or sock.family != socket.AF_UNIX:
-        return None
+        return actor.Peer(None, None)
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", raw)
-    return uid
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return actor.Peer(pid, uid)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def actor_of(request: web.Request) -> str:
-    """How a request's caller is recorded: `uid:<n>` from the kernel."""
-    uid = peer_uid(request)
-    return f"uid:{uid}" if uid is not None else "uid:unknown"
+    """How a request's caller is recorded: the kernel's facts, and the client's claim beside."""
+    peer = peer_of(request)
+    claim = actor.claim_from_headers(request.headers)
+    return actor.describe(peer, claim, loginuid=actor.login_uid(peer.pid))
+
+
+# An operator's free-text reason: one printable line, bounded (it goes into the audit log).
+MAX_REASON = 500
+
+
+def _reason(request: web.Request, action: str) -> str:
+    text = " ".join(request.query.get("reason", "").split())
+    if not text:
+        raise web.HTTPBadRequest(text=f"{action} needs a reason (--reason TEXT)")
+    if len(text) > MAX_REASON or not text.isprintable():
+        raise web.HTTPBadRequest(text=f"reason: at most {MAX_REASON} printable characters")
+    return text
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -115,8 +132,8 @@ def create_app(ctx: ControlContext) -> web.Application:
         except JournalError:
             raise web.HTTPNotFound(text=f"no clip {clip_id}") from None
         history = [
-            {"at": at, "from": before, "to": after, "actor": actor, "detail": detail}
-            for at, before, after, actor, detail in ctx.journal.history(clip_id)
+            {"at": at, "from": before, "to": after, "actor": who, "detail": detail}
+            for at, before, after, who, detail in ctx.journal.history(clip_id)
         ]
         return _json({**views.clip_view(record), "history": history})
 
@@ -129,49 +146,95 @@ def create_app(ctx: ControlContext) -> web.Application:
     async def server(_r: web.Request) -> web.Response:
         return _json({"url": ctx.server_url, **ctx.tracker.as_dict()})
 
-    def action(name: str, do: Callable[[int, str], Any]) -> Handler:
+    def action(name: str, do: Callable[[int, str, web.Request], ClipRecord]) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            clip_id, actor = _clip_id(request), actor_of(request)
+            clip_id, who = _clip_id(request), actor_of(request)
             try:
-                record = do(clip_id, actor)
+                record = do(clip_id, who, request)
             except JournalError as exc:
-                log.warning(f"operator.{name}_refused", clip=clip_id, actor=actor, reason=str(exc))
+                log.warning(f"operator.{name}_refused", clip=clip_id, actor=who, reason=str(exc))
                 status = 404 if "no clip" in str(exc) or "nowhere" in str(exc) else 409
                 return _json({"error": str(exc)}, status)
             ctx.metrics.operator_actions.labels(name).inc()
-            log.info(f"operator.{name}", clip=clip_id, actor=actor, state=record.state.value)
+            log.info(f"operator.{name}", clip=clip_id, actor=who, state=record.state.value)
             ctx.offloader.wake()
             return _json(views.clip_view(record))
 
         return handle
 
-    def hold(clip_id: int, actor: str) -> Any:
+    def hold(clip_id: int, who: str, request: web.Request) -> ClipRecord:
+        reason = _reason(request, "hold")
+        force = request.query.get("force") == "1"
         if any(p.clip_id == clip_id and p.stage == "wiping" for p in ctx.progress.snapshot()):
             # Its receipt is on disk and the unlink may be under way in a thread that a cancel
             # cannot stop: a hold now could claim a clip is kept that is already gone.
             raise JournalError(f"clip {clip_id} is being wiped from the camera: too late to hold")
-        record = ctx.journal.hold(clip_id, actor=actor)
+        record = ctx.journal.hold(clip_id, actor=who, reason=reason, force=force)
         # The clip stops where it is, like an undock: the journal keeps every fact gathered.
         ctx.offloader.interrupt(clip_id)
         return record
 
-    def release(clip_id: int, actor: str) -> Any:
-        return ctx.journal.release(clip_id, actor=actor)
+    def release(clip_id: int, who: str, _request: web.Request) -> ClipRecord:
+        return ctx.journal.release(clip_id, actor=who)
 
-    def retry(clip_id: int, actor: str) -> Any:
-        record = ctx.journal.retry_now(clip_id, actor=actor)
+    def retry(clip_id: int, who: str, _request: web.Request) -> ClipRecord:
+        record = ctx.journal.retry_now(clip_id, actor=who)
         ctx.metrics.clip_retries.labels("operator").inc()
         return record
 
+    def dismiss(clip_id: int, who: str, request: web.Request) -> ClipRecord:
+        reason = _reason(request, "dismiss")
+        record = ctx.journal.get(clip_id)
+        present = ctx.offloader.version_present(record)
+        # Only a camera scan that shows this exact version gone counts. Even a confirmed clip:
+        # a quarantine can mean the bytes at that version changed after confirmation (an
+        # in-place rewrite), and closing the row would leave unstored bytes on the camera.
+        if present is not False:
+            why = (
+                "that file version is still on the camera"
+                if present
+                else "its camera is not docked (or not fully scanned), so dockd cannot tell "
+                "whether that file version is still on it"
+            )
+            state = "not confirmed by the server" if record.confirmation is None else "quarantined"
+            raise JournalError(
+                f"clip {clip_id} is {state} and {why}: not dismissed (fix the cause and "
+                "`dockctl release` it, or `dockctl hold` it)"
+            )
+        return ctx.journal.dismiss(clip_id, actor=who, reason=reason)
+
+    async def release_bay(request: web.Request) -> web.Response:
+        """Release every QUARANTINED clip of a bay's camera, each with its own audit record.
+        Rows whose file version left the camera are skipped: they are for `dismiss`."""
+        target, who = request.match_info["bay"], actor_of(request)
+        serial = next(
+            (s for s, v in ctx.offloader.views.items() if target in (s, v.camera.bay)), None
+        )
+        if serial is None:
+            return _json({"error": f"no camera docked in bay {target!r}"}, 404)
+        released, skipped = [], []
+        for clip in ctx.journal.clips_for_camera(serial):
+            if clip.state is not State.QUARANTINED:
+                continue
+            if ctx.offloader.version_present(clip) is False:
+                skipped.append({**views.clip_view(clip), "why": "file version no longer on camera"})
+                continue
+            record = ctx.journal.release(clip.id, actor=who)
+            ctx.metrics.operator_actions.labels("release").inc()
+            log.info("operator.release", clip=clip.id, actor=who, state=record.state.value)
+            released.append(views.clip_view(record))
+        ctx.offloader.wake()
+        return _json({"camera": serial, "released": released, "skipped": skipped})
+
     async def rescan(request: web.Request) -> web.Response:
-        target, actor = request.match_info["bay"], actor_of(request)
+        target, who = request.match_info["bay"], actor_of(request)
         serial = next(
             (s for s, v in ctx.offloader.views.items() if target in (s, v.camera.bay)), None
         )
         if serial is None or not ctx.offloader.rescan(serial):
             return _json({"error": f"no camera docked in bay {target!r}"}, 404)
         ctx.metrics.operator_actions.labels("rescan").inc()
-        log.info("operator.rescan", camera=serial, bay=target, actor=actor)
+        log.info("operator.rescan", camera=serial, bay=target, actor=who)
         return _json({"camera": serial, "rescan": True})
 
     async def get_bandwidth(_r: web.Request) -> web.Response:
@@ -182,7 +245,7 @@ def create_app(ctx: ControlContext) -> web.Application:
     async def set_bandwidth(request: web.Request) -> web.Response:
         if ctx.bandwidth is None:
             return _json({"error": "no bandwidth limiter in this daemon"}, 404)
-        value, actor = request.query.get("rate", "").strip(), actor_of(request)
+        value, who = request.query.get("rate", "").strip(), actor_of(request)
         if value.lower() in ("config", "auto", "schedule"):
             ctx.bandwidth.clear_override()
         else:
@@ -191,7 +254,7 @@ def create_app(ctx: ControlContext) -> web.Application:
             except ValueError as exc:
                 return _json({"error": str(exc)}, 400)
         ctx.metrics.operator_actions.labels("bandwidth").inc()
-        log.info("operator.bandwidth", rate=ctx.bandwidth.bucket.rate, value=value, actor=actor)
+        log.info("operator.bandwidth", rate=ctx.bandwidth.bucket.rate, value=value, actor=who)
         return _json(ctx.bandwidth.as_dict())
 
     app.router.add_get("/bandwidth", get_bandwidth)
@@ -210,9 +273,11 @@ def create_app(ctx: ControlContext) -> web.Application:
     flag = getattr(ctx.journal, "flag", None)
     if flag is not None:  # chain-of-custody flag (journal.flag), when the journal has it
         app.router.add_post(
-            "/clips/{clip}/flag", action("flag", lambda cid, actor: flag(cid, actor=actor))
+            "/clips/{clip}/flag", action("flag", lambda cid, who, _r: flag(cid, actor=who))
         )
+    app.router.add_post("/clips/{clip}/dismiss", action("dismiss", dismiss))
     app.router.add_post("/bays/{bay}/rescan", rescan)
+    app.router.add_post("/bays/{bay}/release", release_bay)
     return app
 
 

@@ -44,8 +44,9 @@ def _state_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "state_dir", None) is not None:
         return Path(args.state_dir)
     from dockd.config import load
+    from dockd.status.cli import config_path
 
-    return load(args.config).dock.state_dir
+    return load(config_path(args)).dock.state_dir
 
 
 def _manifest_anchors(state_dir: Path) -> list[tuple[str, int, str]]:

@@ -1,8 +1,9 @@
 """`dockctl`: what the station desk needs to know, and the few actions it may take.
 
 Talks to the running daemon over its control socket (`[status] socket` in the config, or
-`--socket`). When the daemon is not running, `status` and `clips` fall back to reading the
-journal read-only and say "daemon not running" (exit 69); actions need the daemon.
+`--socket`; with `--state-dir DIR` alone, DIR/control.sock beside the journal). When the daemon
+is not running, `status` and `clips` fall back to reading the journal read-only and say "daemon
+not running" (exit 69); actions need the daemon.
 
 Exit codes: 0 ok, 1 the daemon refused the action, 2 usage, 69 daemon not running,
 77 permission denied, 78 configuration error.
@@ -29,9 +30,11 @@ from dockd.devices.camera import display_path
 from dockd.status.client import AccessDenied, ApiError, ControlClient, DaemonUnavailable
 
 DEFAULT_CONFIG = Path("/etc/dockd/dockd.toml")
-SETTLED = {"WIPED", "HELD"}
+CLOSED = {"WIPED", "DISMISSED"}
 SAFE = "SAFE TO REMOVE"
 NOT_RUNNING = "daemon not running"
+# The socket's name beside the journal, for `dockctl --state-dir DIR` without a config.
+SOCKET_NAME = "control.sock"
 
 
 class NoSocket(Exception):
@@ -39,20 +42,27 @@ class NoSocket(Exception):
 
 
 # ---- where things are ------------------------------------------------------------------------
+def config_path(args: argparse.Namespace) -> Path:
+    return args.config if args.config is not None else DEFAULT_CONFIG
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from dockd.config import load
 
     if getattr(args, "_settings", None) is None:
-        args._settings = load(args.config)
+        args._settings = load(config_path(args))
     return args._settings
 
 
 def _socket(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return args.socket
+    if args.state_dir is not None and args.config is None:
+        # `dockctl --state-dir DIR`: the socket beside the journal (as `dockd demo` puts it).
+        return args.state_dir / SOCKET_NAME
     path = _settings(args).status.socket
     if path is None:
-        raise NoSocket(f"{args.config}: no [status] socket configured (or give --socket)")
+        raise NoSocket(f"{config_path(args)}: no [status] socket configured (or give --socket)")
     return path
 
 
@@ -79,22 +89,45 @@ def _rows(state_dir: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
+def _row_reason(row: dict[str, Any]) -> str | None:
+    from dockd.status.views import operator_reason
+
+    return operator_reason(row["state"], row["reason"])
+
+
 def camera_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per camera, from journal rows alone: SAFE TO REMOVE, OFFLOADING, or the first problem."""
+    """Per camera, from journal rows alone: SAFE TO REMOVE, REMOVABLE (held, not offloaded),
+    OFFLOADING, or the first problem. Without the daemon nobody knows which files are still on
+    the camera, so every open row counts."""
     by_camera: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_camera[row["camera"]].append(row)
     out = []
     for camera, clips in sorted(by_camera.items()):
-        live = [c for c in clips if c["state"] != "WIPED"]
+        live = [c for c in clips if c["state"] not in CLOSED]
         counts = Counter(c["state"] for c in clips)
-        problems = [c for c in live if c["state"] in ("FAILED", "QUARANTINED") or c["reason"]]
-        if not live or all(c["state"] in SETTLED for c in live):
-            verdict, why = SAFE, None
+        held = [c for c in live if c["state"] == "HELD"]
+        not_offloaded = [c for c in held if not c["confirmation"]]
+        problems = [
+            c
+            for c in live
+            if c["state"] in ("FAILED", "QUARANTINED") or (c["state"] != "HELD" and c["reason"])
+        ]
+        code = "offloading"
+        if all(c["state"] == "HELD" for c in live) and not_offloaded:
+            n = len(not_offloaded)
+            verdict, code = (
+                f"REMOVABLE: {n} clip{'' if n == 1 else 's'} held, NOT offloaded",
+                "removable_not_offloaded",
+            )
+            why = None
+        elif all(c["state"] == "HELD" for c in live):
+            verdict, code = SAFE, "safe_to_remove"
+            why = f"{len(held)} clip(s) kept on the camera (held; confirmed)" if held else None
         elif problems:
             first = problems[0]
-            verdict = first["state"]
-            why = f"{display_path(bytes(first['rel_path']))}: {first['reason']}"
+            verdict, code = first["state"], "error"
+            why = f"{display_path(bytes(first['rel_path']))}: {_row_reason(first)}"
             if first["retry_at"]:
                 why += f" (next try {time.strftime('%H:%M:%S', time.localtime(first['retry_at']))})"
         else:
@@ -104,9 +137,10 @@ def camera_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "camera": camera,
                 "bay": clips[-1]["bay"],
                 "state": verdict,
+                "state_code": code,
                 "why": why,
                 "clips": dict(counts),
-                "bytes_left": sum(c["size"] for c in live),
+                "bytes_left": sum(c["size"] for c in live if c["state"] != "HELD"),
             }
         )
     return out
@@ -120,7 +154,7 @@ def _journal_clip(r: dict[str, Any]) -> dict[str, Any]:
         "path": display_path(bytes(r["rel_path"])),
         "size": r["size"],
         "state": r["state"],
-        "reason": r["reason"],
+        "reason": _row_reason(r),
         "evidence": bool(r["evidence"]),
         "sha256": r["plaintext_sha256"],
         "upload_url": r["upload_url"],
@@ -144,7 +178,9 @@ def _duration(seconds: float | None) -> str:
 def _style(state: str) -> str:
     if state == SAFE:
         return "bold green"
-    if state.startswith(("error", "QUARANTINED", "FAILED")):
+    if state.startswith("REMOVABLE"):
+        return "bold magenta"  # never SAFE TO REMOVE's green: clips are NOT offloaded
+    if state.startswith(("error", "QUARANTINED", "FAILED", "receipt key mismatch")):
         return "bold red"
     if state.startswith("waiting"):
         return "yellow"
@@ -290,12 +326,34 @@ def cmd_clips(args: argparse.Namespace) -> int:
 
 
 def cmd_action(args: argparse.Namespace) -> int:
+    query: dict[str, str | None] = {"reason": getattr(args, "reason", None)}
+    if getattr(args, "force", False):
+        query["force"] = "1"
     try:
-        clip = _client(args).action(args.clip, args.action)
+        clip = _client(args).action(args.clip, args.action, **query)
     except ApiError as exc:
         print(f"dockctl {args.action} {args.clip}: refused: {exc}", file=sys.stderr)
         return exitcodes.FAILURE
     print(f"clip {clip['id']} {clip['path']} ({clip['camera']}): now {clip['state']}")
+    return exitcodes.OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    if (args.clip is None) == (args.bay is None):
+        print("dockctl release: give a CLIP id or --bay BAY (not both)", file=sys.stderr)
+        return exitcodes.USAGE
+    if args.clip is not None:
+        return cmd_action(args)
+    try:
+        result = _client(args).release_bay(args.bay)
+    except ApiError as exc:
+        print(f"dockctl release --bay {args.bay}: refused: {exc}", file=sys.stderr)
+        return exitcodes.FAILURE
+    for clip in result["released"]:
+        print(f"clip {clip['id']} {clip['path']} ({clip['camera']}): now {clip['state']}")
+    for clip in result["skipped"]:
+        print(f"clip {clip['id']} {clip['path']}: not released: {clip['why']} (dockctl dismiss)")
+    print(f"{len(result['released'])} quarantined clip(s) of {result['camera']} released")
     return exitcodes.OK
 
 
@@ -374,10 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="dockd config (socket, state_dir)"
+        "--config", type=Path, help=f"dockd config (socket, state_dir; default {DEFAULT_CONFIG})"
     )
     parser.add_argument("--socket", type=Path, help="the daemon's control socket")
-    parser.add_argument("--state-dir", type=Path, help="journal to read when the daemon is down")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="the dock's state directory: its journal (read when the daemon is down) and, "
+        f"without --config, the socket {SOCKET_NAME} beside it",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="a row per bay: SAFE TO REMOVE, progress, or why not")
     status.add_argument("--json", action="store_true")
@@ -392,15 +455,39 @@ def build_parser() -> argparse.ArgumentParser:
     clips.add_argument("--camera", metavar="SERIAL")
     clips.add_argument("--json", action="store_true")
     clips.set_defaults(func=cmd_clips)
-    helps = {
-        "hold": "keep a clip on the camera (stops its offload; the camera becomes removable)",
-        "release": "put a held or quarantined clip back to work",
-        "retry": "retry a FAILED clip now instead of at its scheduled time",
-    }
-    for action, text in helps.items():
-        act = sub.add_parser(action, help=text)
-        act.add_argument("clip", type=int, metavar="CLIP", help="clip id (dockctl clips)")
-        act.set_defaults(func=cmd_action, action=action)
+    hold = sub.add_parser(
+        "hold",
+        help="keep a clip on the camera (stops its offload; unless the server confirmed it, "
+        "the camera reads REMOVABLE ... NOT offloaded, never SAFE TO REMOVE)",
+    )
+    hold.add_argument("clip", type=int, metavar="CLIP", help="clip id (dockctl clips)")
+    hold.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+    hold.add_argument(
+        "--force", action="store_true", help="needed to hold an evidence-flagged clip"
+    )
+    hold.set_defaults(func=cmd_action, action="hold")
+    release = sub.add_parser(
+        "release",
+        help="put a held or quarantined clip (or all of a bay's quarantined) back to work",
+    )
+    release.add_argument("clip", type=int, nargs="?", metavar="CLIP", help="clip id")
+    release.add_argument("--bay", metavar="BAY", help="every QUARANTINED clip of this bay's camera")
+    release.set_defaults(func=cmd_release, action="release")
+    retry = sub.add_parser(
+        "retry",
+        help="retry a FAILED clip now, or ask the server again now for an UPLOADED clip's "
+        "confirmation (after fixing the receipt key or confirm policy)",
+    )
+    retry.add_argument("clip", type=int, metavar="CLIP", help="clip id (dockctl clips)")
+    retry.set_defaults(func=cmd_action, action="retry")
+    dismiss = sub.add_parser(
+        "dismiss",
+        help="close a QUARANTINED clip whose file version is no longer on the camera (refused "
+        "while it is, or may be, still there)",
+    )
+    dismiss.add_argument("clip", type=int, metavar="CLIP", help="clip id (dockctl clips)")
+    dismiss.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+    dismiss.set_defaults(func=cmd_action, action="dismiss")
     rescan = sub.add_parser("rescan", help="scan a docked camera now (bay name or camera serial)")
     rescan.add_argument("bay", metavar="BAY")
     rescan.set_defaults(func=cmd_rescan)

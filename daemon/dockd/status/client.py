@@ -7,8 +7,10 @@ this account may not use the socket (exit 77).
 
 from __future__ import annotations
 
+import getpass
 import http.client
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,29 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+def operator_headers(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Who is behind this dockctl, as far as the client knows: sudo's SUDO_USER / SUDO_UID, and
+    the login name. The daemon records them beside the uid the kernel reports, never instead."""
+    from dockd.status import actor
+
+    env = os.environ if environ is None else environ
+    headers = {}
+    if env.get("SUDO_USER"):
+        headers[actor.SUDO_USER_HEADER] = env["SUDO_USER"]
+    if env.get("SUDO_UID"):
+        headers[actor.SUDO_UID_HEADER] = env["SUDO_UID"]
+    try:
+        login = os.getlogin()  # the terminal's login, unchanged by su or sudo
+    except OSError:
+        try:
+            login = getpass.getuser()
+        except (OSError, KeyError):
+            login = ""
+    if login:
+        headers[actor.LOGIN_HEADER] = login
+    return {k: v for k, v in headers.items() if v.isprintable() and len(v) <= 64}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -56,7 +81,7 @@ class ControlClient:
         conn = _UnixConnection(self.path, self.timeout)
         try:
             try:
-                conn.request(method, target)
+                conn.request(method, target, headers=operator_headers())
                 response = conn.getresponse()
                 body = response.read()
             except (FileNotFoundError, ConnectionRefusedError) as exc:
@@ -84,8 +109,9 @@ class ControlClient:
         params = {k: v for k, v in query.items() if v is not None}
         return self._request("GET", path + (f"?{urlencode(params)}" if params else ""))
 
-    def post(self, path: str) -> Any:
-        return self._request("POST", path)
+    def post(self, path: str, **query: str | None) -> Any:
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._request("POST", path + (f"?{urlencode(params)}" if params else ""))
 
     # ---- the API ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -97,8 +123,12 @@ class ControlClient:
     def progress(self) -> list[dict[str, Any]]:
         return self.get("/progress")
 
-    def action(self, clip_id: int, action: str) -> dict[str, Any]:
-        return self.post(f"/clips/{int(clip_id)}/{quote(action, safe='')}")
+    def action(self, clip_id: int, action: str, **query: str | None) -> dict[str, Any]:
+        """hold (reason=, force="1"), release, retry, dismiss (reason=), flag."""
+        return self.post(f"/clips/{int(clip_id)}/{quote(action, safe='')}", **query)
+
+    def release_bay(self, bay: str) -> dict[str, Any]:
+        return self.post(f"/bays/{quote(bay, safe='')}/release")
 
     def rescan(self, bay: str) -> dict[str, Any]:
         return self.post(f"/bays/{quote(bay, safe='')}/rescan")
