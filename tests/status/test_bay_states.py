@@ -24,8 +24,10 @@ def journal(tmp_path: Path) -> Journal:
     return Journal.open(tmp_path)
 
 
-def _offloader(journal: Journal, present: dict[bytes, tuple[int, int]] | None) -> Offloader:
-    offloader = Offloader(SimpleNamespace(journal=journal))  # type: ignore[arg-type]
+def _offloader(
+    journal: Journal, present: dict[bytes, tuple[int, int, int | None]] | None
+) -> Offloader:
+    offloader = Offloader(SimpleNamespace(journal=journal, health=SimpleNamespace(problem=None)))  # type: ignore[arg-type]
     camera = DockedCamera("CAM1", "m", "bay-1", Path("/nonexistent"), "s1")
     offloader.views["CAM1"] = CameraView(
         camera, CameraModel("m", ("**/*.MP4",)), scans=1, present=present
@@ -42,7 +44,7 @@ def _desk(offloader: Offloader) -> tuple[str, str, str | None]:
 def test_a_held_clip_never_offloaded_reads_removable_never_safe(journal):
     clip = journal.add_clip(new_clip(b"DCIM/A.MP4"))
     journal.hold(clip.id, actor="alice (uid 1000)", reason="officer wants it kept")
-    offloader = _offloader(journal, {b"DCIM/A.MP4": (10, 1)})
+    offloader = _offloader(journal, {b"DCIM/A.MP4": (10, 1, None)})
     status = offloader.status("CAM1")
     assert status.safe_to_remove is False and status.removable is True
     state, code, _reason = _desk(offloader)
@@ -54,7 +56,7 @@ def test_a_held_clip_the_server_confirmed_is_safe_and_counted_as_kept(journal):
     clip = journal.add_clip(new_clip(b"DCIM/A.MP4"))
     confirmed(journal, clip.id)
     journal.hold(clip.id, actor="alice (uid 1000)", reason="keep a copy on the camera")
-    state, code, reason = _desk(_offloader(journal, {b"DCIM/A.MP4": (10, 1)}))
+    state, code, reason = _desk(_offloader(journal, {b"DCIM/A.MP4": (10, 1, None)}))
     assert (state, code) == (SAFE, "safe_to_remove")
     assert reason is not None and "1 clip kept on the camera" in reason
 
@@ -72,8 +74,8 @@ def test_a_quarantined_version_gone_from_the_camera_is_a_note_not_a_blocker(jour
 @pytest.mark.parametrize(
     "present",
     [
-        {b"DCIM/A.MP4": (10, 1)},  # the same version is still there
-        {b"DCIM/A.MP4": (99, 7)},  # another version at that path: someone must look
+        {b"DCIM/A.MP4": (10, 1, None)},  # the same version is still there
+        {b"DCIM/A.MP4": (99, 7, None)},  # another version at that path: someone must look
         None,  # the scan was truncated or never completed: nothing can be said to be gone
     ],
 )
@@ -90,6 +92,6 @@ def test_a_read_only_camera_says_so(journal):
     confirmed(journal, clip.id)
     # what the pipeline records when the unlink is refused by a read-only file system
     journal.quarantine(clip.id, "unreadable on camera: Read-only file system")
-    state, code, reason = _desk(_offloader(journal, {b"DCIM/A.MP4": (10, 1)}))
+    state, code, reason = _desk(_offloader(journal, {b"DCIM/A.MP4": (10, 1, None)}))
     assert (state, code) == ("camera read-only", "camera_read_only")
     assert reason is not None and "dockctl release --bay" in reason
