@@ -18,8 +18,10 @@ _NS = 1_000_000_000
 
 
 def iso_utc(when: dt.datetime) -> str:
-    """`2026-11-29T23:40:00Z`: the one form dockd writes times in."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`2026-11-29T23:40:00Z`: the one form dockd writes times in (isoformat, not strftime:
+    glibc's %Y writes year 1 as "1", not "0001")."""
+    utc = when.astimezone(dt.UTC).replace(tzinfo=None, microsecond=0)
+    return utc.isoformat(timespec="seconds") + "Z"
 
 
 def from_ns(ns: int) -> str | None:

@@ -346,3 +346,62 @@ async def test_read_only_camera_says_so_and_keeps_the_clip(tmp_path, receiver, k
             await running.close()
     finally:
         subprocess.run(["umount", str(target)], check=False)
+
+
+# ---- 6. the dock's own disk full ----------------------------------------------------------------
+
+
+@pytest.mark.root
+async def test_dock_disk_full_is_a_named_state_without_a_hot_loop_and_recovers(
+    tmp_path, receiver, keys, recipient, monkeypatch
+):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs for the state directory")
+    import subprocess
+
+    from dockd import dockhealth
+
+    monkeypatch.setattr(dockhealth, "FIRST_BACKOFF", 0.5)
+    monkeypatch.setattr(dockhealth, "MAX_BACKOFF", 2.0)
+    state_fs = tmp_path / "state"
+    state_fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(state_fs)], check=True)
+    try:
+        running = await _start(tmp_path, receiver, keys, recipient)
+        try:
+            filler = state_fs / "filler"
+            with open(filler, "wb") as handle:  # the disk fills up under a running dock
+                try:
+                    while True:
+                        handle.write(b"\0" * 65536)
+                        handle.flush()
+                except OSError:
+                    pass
+            digests = make_bay(
+                tmp_path / "bays", "bay-1", "CAM-1", {f"DCIM/{i}.MP4": 20_000 for i in range(3)}
+            )
+            status = await wait_for(
+                lambda: (
+                    "CAM-1" in running.daemon.offloader.views
+                    and "dock disk full" in (running.status().why_not or "")
+                    and running.status()
+                ),
+                what="dock disk full shown",
+            )
+            assert str(state_fs) in status.why_not and "MB free" in status.why_not
+            await asyncio.sleep(5)  # five seconds of a full disk: a bounded number of events
+            metrics = running.daemon.metrics
+            assert metrics.storage_ok._value.get() == 0
+            failures = metrics.storage_failures._value.get()
+            assert 1 <= failures <= 12, failures  # back-off, not 4,148 events in 12 s
+            assert metrics.clips_failed.labels("internal_error")._value.get() == 0
+            assert all((tmp_path / "bays/bay-1" / rel).exists() for rel in digests)
+            filler.unlink()  # space is back: recovery without a restart
+            await _safe(running)
+            assert metrics.storage_ok._value.get() == 1
+            assert sorted(_stored_digests(receiver, keys)) == sorted(digests.values())
+            assert not any("internal error" in (r["reason"] or "") for r in _rows(tmp_path))
+        finally:
+            await running.close()
+    finally:
+        subprocess.run(["umount", "-l", str(state_fs)], check=False)

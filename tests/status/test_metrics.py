@@ -42,7 +42,7 @@ def test_alert_rules_check_and_unit_tests_pass():
         [_tool("promtool"), "check", "rules", str(ALERTS)], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 5 rules found" in check.stdout
+    assert "SUCCESS: 6 rules found" in check.stdout
     unit = subprocess.run(
         [_tool("promtool"), "test", "rules", "alerts_test.yml"],
         capture_output=True,

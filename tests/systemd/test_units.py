@@ -69,7 +69,7 @@ def test_unit_is_a_hardened_notify_service():
     assert settings["Type"] == "notify"
     assert settings["WatchdogSec"] == "30s"
     assert settings["User"] == "dockd"
-    assert settings["CapabilityBoundingSet"] == "CAP_SYS_ADMIN"
+    assert settings["CapabilityBoundingSet"] == "CAP_SYS_ADMIN CAP_LEASE"
     assert settings["ProtectSystem"] == "strict"
     assert settings["NoNewPrivileges"] == "yes"
     assert set(settings["RestrictAddressFamilies"].split()) == {

@@ -1,6 +1,7 @@
 """The journal: guarded transitions, durable facts, sealed secrets, refusal of damaged files."""
 
 import sqlite3
+import time
 
 import pytest
 from dockd.journal import Journal, JournalError, State
@@ -194,3 +195,19 @@ def test_secure_delete_is_set_explicitly(tmp_path, monkeypatch):
     monkeypatch.setattr(sqlite3, "connect", connect_without_default)
     journal = Journal.open(tmp_path)
     assert journal._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+
+
+def test_a_restart_asks_again_at_once_for_clips_waiting_on_the_server(tmp_path):
+    """A new [server] confirm policy or receipt key applies at the next start, not after the
+    stored recheck time (issue 11, operator truth)."""
+    journal = Journal.open(tmp_path)
+    waiting = journal.add_clip(new_clip(b"DCIM/W.MP4"))
+    uploading(journal, waiting.id)
+    journal.mark_uploaded(waiting.id)
+    journal.note(waiting.id, "server receipt rejected: ...", time.time() + 300)
+    failed = journal.add_clip(new_clip(b"DCIM/F.MP4"))
+    journal.mark_failed(failed.id, "network", time.time() + 300)
+    assert journal.workable(["CAM1"], time.time()) == []
+    assert journal.ask_again((State.UPLOADED, State.CONFIRMED)) == 1
+    assert [c.id for c in journal.workable(["CAM1"], time.time())] == [waiting.id]
+    assert journal.get(failed.id).retry_at is not None  # a transient failure keeps its back-off

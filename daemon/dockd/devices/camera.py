@@ -332,7 +332,7 @@ def wipe_clip(root: Path, rel_path: bytes, expected: FileIdentity) -> None:
     try:
         with _parent_dir(root, parts[:-1]) as parent_fd:
             _unlink_if_unchanged(parent_fd, parts[-1], expected)
-    except ClipReplaced:
+    except (ClipReplaced, HardLinked):
         raise
     except UnsafeFile as exc:  # a symlink on the way: whatever is there now was not read
         raise ClipReplaced(exc.reason) from exc

@@ -1,0 +1,116 @@
+"""Files someone holds open for writing are never settled and never wiped (issue 11, item 3),
+and a clip whose data has other names is never wiped (item 5). Real files, real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dockd.devices import writers
+from dockd.devices.camera import FileIdentity, HardLinked, scan_camera, wipe_clip
+from dockd.devices.writers import WriterPresent, has_writer, ignore_lease_breaks, write_lease
+
+
+@pytest.fixture(autouse=True)
+def _harmless_lease_breaks() -> None:
+    ignore_lease_breaks()  # as the daemon does at start
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    path = tmp_path / "DCIM" / "A.MP4"
+    path.parent.mkdir()
+    path.write_bytes(b"x" * 1000)
+    return path
+
+
+def _writer_process(path: Path) -> subprocess.Popen[bytes]:
+    """Another process that opens the file for appending and then just waits (a paused writer)."""
+    code = "import sys,time; f=open(sys.argv[1],'ab'); print('open', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"open\n"
+    return proc
+
+
+def _ro(path: Path) -> int:
+    return os.open(path, os.O_RDONLY)
+
+
+def test_a_writer_in_another_process_is_seen_and_its_close_too(clip):
+    fd = _ro(clip)
+    try:
+        assert has_writer(fd) is False
+        proc = _writer_process(clip)
+        try:
+            assert has_writer(fd) is True
+        finally:
+            proc.kill()
+            proc.wait()
+        assert has_writer(fd) is False
+    finally:
+        os.close(fd)
+
+
+def test_without_leases_the_proc_scan_still_sees_the_writer(clip, monkeypatch):
+    monkeypatch.setattr(writers, "_try_lease", lambda fd: None)  # EACCES/EINVAL from the kernel
+    fd = _ro(clip)
+    try:
+        assert has_writer(fd) is False
+        with open(clip, "ab"):
+            assert has_writer(fd) is True
+    finally:
+        os.close(fd)
+
+
+def test_while_the_lease_is_held_no_process_can_open_the_file_for_writing(clip):
+    fd = _ro(clip)
+    code = (
+        "import sys,time; t=time.monotonic(); f=open(sys.argv[1],'ab'); "
+        "print(round(time.monotonic()-t, 3), flush=True)"
+    )
+    try:
+        with write_lease(fd):
+            proc = subprocess.Popen([sys.executable, "-c", code, str(clip)], stdout=subprocess.PIPE)
+            time.sleep(1.0)
+            assert proc.poll() is None, "a writer opened the file while the lease was held"
+        out, _ = proc.communicate(timeout=30)
+        assert float(out) >= 0.9  # it waited for the lease to go
+    finally:
+        os.close(fd)
+
+
+def test_scan_marks_a_file_open_for_writing(clip):
+    with open(clip, "ab"):
+        [found] = scan_camera(clip.parent.parent, ["DCIM/*.MP4"]).clips
+        assert found.writing is True
+    [found] = scan_camera(clip.parent.parent, ["DCIM/*.MP4"]).clips
+    assert found.writing is False and found.nlink == 1
+
+
+def test_wipe_refuses_while_a_writer_holds_the_clip_open(clip):
+    expected = FileIdentity.from_stat(os.stat(clip))
+    proc = _writer_process(clip)
+    try:
+        with pytest.raises(WriterPresent):
+            wipe_clip(clip.parent.parent, b"DCIM/A.MP4", expected)
+        assert clip.read_bytes() == b"x" * 1000
+    finally:
+        proc.kill()
+        proc.wait()
+    wipe_clip(clip.parent.parent, b"DCIM/A.MP4", expected)
+    assert not clip.exists()
+
+
+def test_wipe_refuses_a_clip_whose_data_has_another_name(clip):
+    other = clip.parent / "other-name.bin"
+    os.link(clip, other)
+    expected = FileIdentity.from_stat(os.stat(clip))  # read after the link: only nlink differs
+    with pytest.raises(HardLinked):
+        wipe_clip(clip.parent.parent, b"DCIM/A.MP4", expected)
+    assert clip.exists() and other.exists()
+    [found] = scan_camera(clip.parent.parent, ["DCIM/*.MP4"]).clips
+    assert found.nlink == 2
