@@ -37,6 +37,61 @@ def _junit(results: Path) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+# tests/pipeline/test_safe_to_remove.py: one adversarial class each (issue 11). Each test fails
+# on any clip lost or wiped before its bytes were stored, so a passing row has zeros there.
+SAFE_TO_REMOVE_CLASSES = {
+    "test_mtime_past_2262_and_sidecar_year_9999_are_offloaded": (
+        "hostile dates: mtime in year 2413 (past int64 ns), sidecar 9999-12-31T23:59:59-14:00",
+        2,
+    ),
+    "test_any_scan_failure_is_a_state_with_a_reason_and_a_retry": (
+        "a scan that raises an unexpected exception, 3 times in a row",
+        1,
+    ),
+    "test_a_clip_that_cannot_be_recorded_keeps_the_camera_not_safe": (
+        "one clip whose recording raises (OverflowError), beside a good one",
+        2,
+    ),
+    "test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored": (
+        "in-place rewrite between confirmation and wipe: same inode and size, mtime restored",
+        4,
+    ),
+    "test_paused_writer_is_never_settled_nor_wiped": (
+        "a writer that keeps the clip open and pauses 6 x settle_time between appends",
+        1,
+    ),
+    "test_hard_linked_clip_is_uploaded_but_not_wiped": (
+        "a clip hard-linked to a non-clip name",
+        1,
+    ),
+    "test_receipt_signed_by_another_key_says_key_mismatch": (
+        "receipts signed by another key than the configured one",
+        1,
+    ),
+    "test_read_only_camera_says_so_and_keeps_the_clip": ("a read-only camera (bind mount)", 1),
+    "test_dock_disk_full_is_a_named_state_without_a_hot_loop_and_recovers": (
+        "the dock's state directory full (8 MiB tmpfs) under a running dock, then freed",
+        3,
+    ),
+}
+
+
+def _cases(results: Path, classname_suffix: str) -> dict[str, str]:
+    """test name -> "passed" / "failed" / "skipped" for one test file."""
+    out: dict[str, str] = {}
+    for case in ET.parse(results / "junit.xml").getroot().iter("testcase"):
+        if not case.get("classname", "").endswith(classname_suffix):
+            continue
+        if case.find("skipped") is not None:
+            outcome = "skipped"
+        elif case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        else:
+            outcome = "passed"
+        out[case.get("name", "")] = outcome
+    return out
+
+
 def main() -> int:
     results = Path(sys.argv[1])
     junit = _junit(results)
@@ -111,6 +166,11 @@ def main() -> int:
                 s["daemon_crashes"],
             )
         )
+    for name, outcome in _cases(results, "test_safe_to_remove").items():
+        injected, clips = SAFE_TO_REMOVE_CLASSES.get(name, (name, ""))
+        said = "not safe to remove, reason shown" if outcome == "passed" else outcome.upper()
+        lost = 0 if outcome == "passed" else "?"
+        rows.append((injected, f"1 case: {said}", clips, "", lost, lost, 0))
     failed = sum(v[1] for v in junit.values())
     print("# Reliability\n")
     print("What was injected, how much, and the outcome. Regenerate with `scripts/reliability`")
