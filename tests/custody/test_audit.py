@@ -150,7 +150,7 @@ def test_schema_1_journal_migrates_and_keeps_its_clips(tmp_path):
     from dockd import journal as journal_module
 
     conn = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
-    for statement in journal_module._SCHEMA.split(";"):
+    for statement in journal_module.schema.SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute(

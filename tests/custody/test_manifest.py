@@ -4,7 +4,7 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from dockd.custody import canonical
+from dockd import canonical
 from dockd.custody import manifest as manifests
 
 

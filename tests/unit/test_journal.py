@@ -211,3 +211,27 @@ def test_a_restart_asks_again_at_once_for_clips_waiting_on_the_server(tmp_path):
     assert journal.ask_again((State.UPLOADED, State.CONFIRMED)) == 1
     assert [c.id for c in journal.workable(["CAM1"], time.time())] == [waiting.id]
     assert journal.get(failed.id).retry_at is not None  # a transient failure keeps its back-off
+
+
+def test_the_declared_steps_allow_a_wipe_only_from_confirmed():
+    from dockd.journal.transitions import RESUMABLE, STEPS, check_target
+
+    into_wiped = {name: step.sources for name, step in STEPS.items() if step.target is State.WIPED}
+    assert into_wiped == {"wipe": (State.CONFIRMED,)}
+    assert State.WIPED not in RESUMABLE and State.DISMISSED not in RESUMABLE
+    for name, step in STEPS.items():
+        if step.target is None:
+            with pytest.raises(JournalError):
+                check_target(name, State.WIPED)  # a resume can never land on WIPED
+    with pytest.raises(JournalError):
+        check_target("confirm", State.WIPED)  # a fixed step enters only its own state
+
+
+def test_a_wipe_of_a_clip_that_is_not_confirmed_is_refused_by_the_journal(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(new_clip(b"DCIM/A.MP4"))
+    uploading(journal, clip.id)
+    journal.mark_uploaded(clip.id)
+    with pytest.raises(JournalError, match="not allowed from UPLOADED"):
+        journal.mark_wiped(clip.id)
+    assert journal.get(clip.id).state is State.UPLOADED

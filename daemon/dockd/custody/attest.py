@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
+from dockd import canonical
 from dockd.confirm import upload_id
-from dockd.custody import canonical
 from dockd.custody import manifest as manifests
 from dockd.durable import replace_file
 from dockd.journal import ClipRecord, JournalError

@@ -23,8 +23,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from dockd import canonical
 from dockd.crypto.receipt import key_id
-from dockd.custody import canonical
 
 VERSION = 1
 TYPE = "dockd-clip-manifest"

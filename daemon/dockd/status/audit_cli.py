@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from dockd import exitcodes
-from dockd.custody import audit, canonical
+from dockd import canonical, exitcodes
+from dockd.custody import audit
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
