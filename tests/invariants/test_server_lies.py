@@ -48,7 +48,11 @@ async def test_receipt_for_other_bytes_quarantines_and_keeps_the_clip(
     async with running_daemon(tmp_path, server.url, keys) as daemon:
         digests = make_bay(tmp_path / "bays", "bay-1", "CAM-1", {CLIP: SIZE})
         row = await wait_for(lambda: _decided(tmp_path / "state"), what="the clip's fate")
-        status = daemon.offloader.status("CAM-1")
+        # The clip's task may still be finishing ("offloading"): wait for the verdict it leaves.
+        status = await wait_for(
+            lambda: (found := daemon.offloader.status("CAM-1")).why_not != "offloading" and found,
+            what="the bay's verdict",
+        )
     assert row["state"] == "QUARANTINED", f"{server.lie.value}: {row['state']} ({row['reason']})"
     assert "names other bytes" in row["reason"]
     path = tmp_path / "bays" / "bay-1" / CLIP
