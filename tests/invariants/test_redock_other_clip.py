@@ -96,9 +96,10 @@ async def test_other_clip_same_path_size_mtime_is_uploaded_before_it_is_wiped(
 
 
 def _dock_with_identical_stat(tmp_path: Path, server_key: Ed25519PrivateKey) -> tuple[int, str]:
-    """Where nothing in stat tells the clips apart (a FAT card: ctime follows mtime, inode numbers
-    repeat across mounts), the old row holds the new file's very identity with the old content's
-    hash. Returns the old row's id and the new content's SHA-256."""
+    """Where nothing in stat tells the clips apart (a camera file system whose reported ctime
+    does not move with the content, inode numbers that repeat across mounts), the old row holds
+    the new file's very identity with the old content's hash. Returns the old row's id and the
+    new content's SHA-256."""
     bays = tmp_path / "bays"
     bays.mkdir()
     old_digest = make_bay(bays, "bay-1", "CAM-1", {CLIP: SIZE})[CLIP]
