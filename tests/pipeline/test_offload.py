@@ -90,8 +90,11 @@ async def test_bay_to_wiped_and_decrypts_to_the_original(tmp_path, receiver, key
         )
         rows = journal_rows(state_dir)
         assert all(r["sealed_secrets"] is None for r in rows)  # key material erased after confirm
-        status = running.daemon.offloader.status("CAM-1")
-        assert status.safe_to_remove, status.why_not
+        # WIPED is journalled before the clip's task returns: wait for the bay's verdict itself.
+        await wait_for(
+            lambda: running.daemon.offloader.status("CAM-1").safe_to_remove,
+            what="CAM-1 safe to remove",
+        )
     finally:
         await running.close()
 
