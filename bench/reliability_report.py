@@ -37,7 +37,7 @@ def _junit(results: Path) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-# tests/pipeline/test_safe_to_remove.py: one adversarial class each (issue 11). Each test fails
+# tests/pipeline/test_never_falsely_safe.py: one adversarial class each (issue 11). Each test fails
 # on any clip lost or wiped before its bytes were stored, so a passing row has zeros there.
 SAFE_TO_REMOVE_CLASSES = {
     "test_mtime_past_2262_and_sidecar_year_9999_are_offloaded": (
@@ -166,7 +166,7 @@ def main() -> int:
                 s["daemon_crashes"],
             )
         )
-    for name, outcome in _cases(results, "test_safe_to_remove").items():
+    for name, outcome in _cases(results, "test_never_falsely_safe").items():
         injected, clips = SAFE_TO_REMOVE_CLASSES.get(name, (name, ""))
         said = "not safe to remove, reason shown" if outcome == "passed" else outcome.upper()
         lost = 0 if outcome == "passed" else "?"

@@ -62,6 +62,8 @@ class CameraView:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     scan_error: str | None = None
     truncated: bool = False  # the last scan hit ScanLimits.max_entries: files were not examined
+    # Wall-clock start of the last scan whose findings were all taken (0: none yet).
+    scanned_from: float = 0.0
     # Clips found but not recorded in the journal (an error while recording): path -> reason.
     unrecorded: dict[bytes, str] = field(default_factory=dict)
     # rel_path -> (size, mtime_ns, ctime_ns) of every clip file the last complete scan saw; None
@@ -110,6 +112,13 @@ def _versions(result: ScanResult) -> dict[bytes, tuple[int, int, int | None]]:
     }
 
 
+def _superseded_and_rescanned(view: CameraView, clip: ClipRecord) -> bool:
+    """A row whose path was proven to hold other bytes stops blocking the camera only once a
+    scan that started after that proof was taken whole: until then, the new content at the path
+    may be known to nobody."""
+    return clip.superseded_at is not None and view.scanned_from > clip.superseded_at
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -129,6 +138,7 @@ class Offloader:
         self._limits = ScanLimits()
         self._evidence_streak = 0  # evidence clips started in a row while others waited
         self._cooldown: dict[int, float] = {}  # clip id -> monotonic time it may start again
+        ctx.rescan_camera = self.rescan
 
     # ---- CameraEvents ----------------------------------------------------------------------
     def docked(self, camera: DockedCamera) -> None:
@@ -166,6 +176,7 @@ class Offloader:
         base = self.ctx.settings.discovery.scan_interval
         interval = base
         while True:
+            started = time.time()
             try:
                 result = await asyncio.to_thread(
                     scan_camera, view.camera.root, model.clip_globs, model.sidecar, self._limits
@@ -178,6 +189,7 @@ class Offloader:
                 interval = base
             else:
                 view.scan_error = None
+                view.scanned_from = started
                 view.present = None if result.truncated else _versions(result)
                 view.scans += 1
                 self._wake.set()
@@ -526,7 +538,12 @@ class Offloader:
             for c in every
             if c.state not in closed or c.session == view.camera.session
         )
-        gone = [c for c in clips if c.state is State.QUARANTINED and self._gone(view, c)]
+        gone = [
+            c
+            for c in clips
+            if c.state is State.QUARANTINED
+            and (_superseded_and_rescanned(view, c) or self._gone(view, c))
+        ]
         gone_ids = {c.id for c in gone}
         clips = [c for c in clips if c.id not in gone_ids]
         held = [c for c in clips if c.state is State.HELD]

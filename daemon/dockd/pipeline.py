@@ -16,6 +16,7 @@ import random
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -55,6 +56,10 @@ CAMERA_IO_ERRORS = (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.EN
 CAMERA_IO_RETRIES = 5
 
 
+class Superseded(ClipReplaced):
+    """Re-hashed at the wipe: the file at the clip's path holds other bytes than were confirmed."""
+
+
 class WipeDeferred(Exception):
     """The clip is confirmed, but removing it from the camera cannot be done safely now."""
 
@@ -69,6 +74,9 @@ class PipelineContext:
     dock_key: Ed25519PrivateKey | None = None  # signs manifests at CONFIRMED (custody.attest)
     metrics: DockMetrics = field(default_factory=DockMetrics)
     health: StorageHealth = field(init=False)  # the dock's own disk (journal): full or failing
+    # Ask for a scan of this camera now (the offloader sets it): a superseded clip's new content
+    # must be found before the camera can read safe.
+    rescan_camera: Callable[[str], object] = field(default=lambda _serial: None)
 
     def __post_init__(self) -> None:
         self.health = StorageHealth(self.settings.dock.state_dir, self.metrics)
@@ -177,7 +185,11 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         reason = getattr(exc, "reason", None) or str(exc)
         bound.warning("clip.quarantined", reason=reason)
         metrics.clips_quarantined.labels(reason_class(exc)).inc()
-        journal.quarantine(clip_id, reason)
+        if isinstance(exc, Superseded):
+            journal.supersede(clip_id, reason)  # the new content is discovered as its own clip
+            ctx.rescan_camera(clip.camera)
+        else:
+            journal.quarantine(clip_id, reason)
     except NotConfirmed as exc:
         bound.warning("clip.not_confirmed", reason=str(exc))
         metrics.clips_failed.labels("no_receipt").inc()
@@ -362,7 +374,7 @@ async def _wipe(
         except FileNotFoundError:
             return _missing(ctx, clip, camera)
         if digest != clip.plaintext_sha256 or current.size != clip.size:
-            raise ClipReplaced(
+            raise Superseded(
                 "file on the camera is not the one uploaded (its content differs from the "
                 "confirmed copy): not wiped; the server copy is kept, and the file on the camera "
                 "is offloaded as a new version"

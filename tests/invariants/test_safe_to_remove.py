@@ -65,8 +65,13 @@ TO_STATE: dict[State, Callable[[Journal, int], ClipRecord]] = {
     State.QUARANTINED: lambda journal, clip_id: journal.quarantine(clip_id, "changed"),
     State.FAILED: lambda journal, clip_id: journal.mark_failed(clip_id, "503", time.time() + 60),
     State.WIPED: _wiped,
+    # closed by an operator once its version left the camera: no longer on the camera's account
+    State.DISMISSED: lambda journal, clip_id: journal.dismiss(
+        journal.quarantine(clip_id, "changed").id, actor="test", reason="gone from the camera"
+    ),
 }
-UNSETTLED = [s for s in State if s not in (State.WIPED, State.HELD)]
+CLOSED = (State.WIPED, State.DISMISSED)
+UNSETTLED = [s for s in State if s not in (*CLOSED, State.HELD)]
 
 
 def test_every_state_is_covered() -> None:

@@ -164,6 +164,20 @@ class ClipTransitions(JournalCore):
             retry_at=None,
         )
 
+    def supersede(self, clip_id: int, reason: str) -> ClipRecord:
+        """The file at this clip's path was re-hashed and holds other bytes: quarantine the row
+        and let it stop speaking for that file version (size, mtime and ctime may all be the
+        same: a reformatted card, reused names, a FAT file system), so discovery records the new
+        content as a clip of its own and offloads it."""
+        return self._transition(
+            clip_id,
+            "quarantine",
+            detail=reason,
+            reason=reason,
+            retry_at=None,
+            superseded_at=time.time(),
+        )
+
     def resume_failed(self, clip_id: int) -> ClipRecord:
         """A worker picks up a FAILED clip whose retry time has come."""
         record = self.get(clip_id)

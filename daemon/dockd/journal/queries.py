@@ -16,7 +16,7 @@ class ClipQueries(JournalCore):
         rows = self._rows(
             "camera = ? AND rel_path = ? AND size = ? AND mtime_ns = ? "
             "AND (ctime_ns IS NULL OR ? IS NULL OR ctime_ns = ?) "
-            "AND state NOT IN ('WIPED', 'DISMISSED') ORDER BY id",
+            "AND state NOT IN ('WIPED', 'DISMISSED') AND superseded_at IS NULL ORDER BY id",
             (camera, rel_path, size, mtime_ns, ctime_ns, ctime_ns),
         )
         return rows[0] if rows else None

@@ -82,6 +82,8 @@ class ClipRecord(NewClip):
     held_from: State | None
     discovered_at: float
     updated_at: float
+    # Set when the file at the clip's path was proven to hold other bytes (see Journal.supersede).
+    superseded_at: float | None = field(default=None, kw_only=True)
 
     @property
     def resume_state(self) -> State:
@@ -100,7 +102,7 @@ COLUMNS = (
     "id, camera, model, bay, rel_path, size, mtime_ns, ctime_ns, dev, ino, session, state, "
     "reason, retry_at, attempts, evidence, recorded_at, recorded_at_source, metadata, "
     "plaintext_sha256, ciphertext_sha256, ciphertext_length, age_header, upload_url, "
-    "confirmation, held_from, discovered_at, updated_at"
+    "confirmation, held_from, discovered_at, updated_at, superseded_at"
 )
 
 
@@ -135,4 +137,5 @@ def record_from_row(row: sqlite3.Row) -> ClipRecord:
         held_from=State(row["held_from"]) if row["held_from"] else None,
         discovered_at=row["discovered_at"],
         updated_at=row["updated_at"],
+        superseded_at=row["superseded_at"],
     )

@@ -74,10 +74,13 @@ SCHEMA_V2 = (
 # version, and is never wiped under the old one's confirmation); DISMISSED rows are not live.
 SCHEMA_V3 = (
     "ALTER TABLE clips ADD COLUMN ctime_ns INTEGER",
+    # When the content at the clip's path was proven (re-hashed) to be other bytes: the row no
+    # longer speaks for that file version, which is then discovered as a clip of its own.
+    "ALTER TABLE clips ADD COLUMN superseded_at REAL",
     "DROP INDEX clips_live",
     # coalesce: a unique index treats NULLs as distinct; '' never equals an integer ctime.
     "CREATE UNIQUE INDEX clips_live ON clips(camera, rel_path, size, mtime_ns, "
-    "coalesce(ctime_ns, '')) WHERE state NOT IN ('WIPED', 'DISMISSED')",
+    "coalesce(ctime_ns, '')) WHERE state NOT IN ('WIPED', 'DISMISSED') AND superseded_at IS NULL",
 )
 
 MIGRATIONS = {1: SCHEMA_V2 + SCHEMA_V3, 2: SCHEMA_V3}
