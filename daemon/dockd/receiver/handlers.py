@@ -123,6 +123,9 @@ class TusHandlers:
         metadata = parse_metadata(
             headers.get("Upload-Metadata"), max_bytes=self._max_metadata_bytes
         )
+        dock = request.get(DOCK_KEY)
+        if self._owners_enforced:
+            _check_claimed_dock(metadata.as_text(), dock)
         with_body = request.content_type == OFFSET_CONTENT_TYPE
         if not with_body and _has_body(request):
             # An empty body with any type is fine (aiohttp's client sends octet-stream).
@@ -136,7 +139,7 @@ class TusHandlers:
             metadata_header=metadata.header,
             metadata=metadata.as_text(),
             created=rfc3339(dt.datetime.now(dt.UTC)),
-            dock=request.get(DOCK_KEY),
+            dock=dock,
         )
         upload = await self._registry.create(info)
         result = ChunkResult(upload.offset, upload.expires, upload.completed)
@@ -233,6 +236,22 @@ class TusHandlers:
         if isinstance(found, Tombstone):
             raise TusError(410, "upload expired")
         return found
+
+
+def _check_claimed_dock(metadata: Mapping[str, str | None], dock: str | None) -> None:
+    """Refuse metadata `dock` that names another dock than the authenticated one.
+
+    The sidecar's `dock` is always the authenticated identity; a client claiming to be another
+    dock is misconfigured or lying, and evidence must not carry a false origin (403).
+    """
+    if "dock" in metadata and metadata["dock"] != dock:
+        claimed = metadata["dock"]
+        shown = repr(claimed[:64]) if claimed is not None else "(not UTF-8)"
+        raise TusError(
+            403,
+            f"metadata dock {shown} is not the authenticated dock {dock!r}: "
+            "[dock] id and the credentials must name the same dock",
+        )
 
 
 def _has_body(request: web.Request) -> bool:
