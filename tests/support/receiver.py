@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -262,8 +263,10 @@ class ReceiverProcess:
         tokens: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        nofile: int | None = None,
     ) -> None:
         self.workdir = workdir
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the server process
         workdir.mkdir(parents=True, exist_ok=True)
         self.signing_key_path, self.public_key_path = _make_keys(workdir / "receiver-keys")
         self.store = workdir / "receiver-store"
@@ -310,7 +313,11 @@ class ReceiverProcess:
         self._log_paths.append(err_path)
         with out_path.open("wb") as out, err_path.open("wb") as err:
             self.process = subprocess.Popen(
-                self.argv(self.port), stdout=out, stderr=err, stdin=subprocess.DEVNULL
+                self.argv(self.port),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=None if self.nofile is None else self._limit_descriptors,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -326,6 +333,10 @@ class ReceiverProcess:
                     f"dockd serve did not start (exit {code}):\n{err_path.read_text()[-3000:]}"
                 )
             time.sleep(0.02)
+
+    def _limit_descriptors(self) -> None:  # runs in the child, before exec
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup, no flush — a crash or power cut as far as the store can tell."""

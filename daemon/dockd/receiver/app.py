@@ -94,6 +94,9 @@ class ReceiverSettings:
         return min(max(self.expire_after / 4, 0.05), 300.0)
 
 
+# Pending connections the kernel queues; asyncio also accepts up to this many per loop pass.
+LISTEN_BACKLOG = 128
+
 SETTINGS_KEY = web.AppKey("settings", ReceiverSettings)
 REGISTRY_KEY = web.AppKey("registry", Registry)
 # Set by `start`: the connection guard the middleware tells when a request has been answered.
@@ -293,7 +296,7 @@ class RunningReceiver:
 
 def _listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=128)
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
 async def start(
@@ -324,7 +327,7 @@ async def start(
             guard,
             sock=sock,
             ssl=ssl_context,
-            backlog=128,
+            backlog=LISTEN_BACKLOG,
             # The head deadline starts after the handshake: bound the handshake the same way.
             ssl_handshake_timeout=settings.header_timeout if ssl_context is not None else None,
         )

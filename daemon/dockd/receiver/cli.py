@@ -23,7 +23,7 @@ import structlog
 from dockd import exitcodes, logs
 from dockd.crypto.keys import KeyFileError, load_signing_key
 from dockd.receiver import exposure
-from dockd.receiver.app import ReceiverSettings, start
+from dockd.receiver.app import LISTEN_BACKLOG, ReceiverSettings, start
 from dockd.receiver.auth import load_tokens
 from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
@@ -295,7 +295,10 @@ def _fit_descriptor_limit(settings: ReceiverSettings) -> ReceiverSettings:
             soft = hard
         except (OSError, ValueError):
             pass
-    room = soft - 256  # the store, worker threads, logs
+    # Kept back: a quarter (at least 64) for the store's files, threads and logs, plus one
+    # accept burst (asyncio accepts up to the listen backlog per loop pass, and a connection
+    # refused by the cap holds its descriptor until the 503 is written).
+    room = soft - max(64, soft // 4) - LISTEN_BACKLOG
     if room > 0 and settings.max_connections > room:
         log.warning(
             "receiver.connection_cap_lowered",
