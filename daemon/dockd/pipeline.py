@@ -157,6 +157,17 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
     except WipeDeferred as exc:
         bound.warning("clip.wipe_deferred", reason=str(exc))
         journal.note(clip_id, str(exc), time.time() + WIPE_RECHECK_SECONDS)
+    except tus.ServerRefused as exc:
+        # The server refuses this dock (credentials, a quota), so every clip gets the same
+        # answer: retry at the slow back-off maximum, so a fixed token or a freed quota is still
+        # picked up without an operator, and the reason says what to fix.
+        wait = ctx.settings.upload.failure_backoff_max
+        bound.warning("clip.refused", kind=exc.kind, reason=str(exc), retry_in=wait)
+        metrics.clips_failed.labels(reason_class(exc)).inc()
+        metrics.failure_causes[clip_id] = reason_class(exc)
+        if len(metrics.failure_causes) > 10_000:  # clips parked for good: keep the map bounded
+            metrics.failure_causes.pop(next(iter(metrics.failure_causes)))
+        journal.mark_failed(clip_id, str(exc), time.time() + wait)
     except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
         hint = getattr(exc, "retry_after", None)
         current = journal.get(clip_id)
