@@ -117,9 +117,9 @@ async def process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> N
     # The task runs in its own copy of the context (create_task), so nothing leaks to others.
     structlog.contextvars.bind_contextvars(clip=clip_id, camera=clip.camera, bay=camera.bay)
     metrics = ctx.metrics
-    bound = log.bind(
-        clip=clip_id, camera=clip.camera, bay=camera.bay, path=display_path(clip.rel_path)
-    )
+    # No path: camera folders and file names can carry an officer's name (personal data stays
+    # out of logs; `dockctl clips` shows paths to the station).
+    bound = log.bind(clip=clip_id, camera=clip.camera, bay=camera.bay)
     stop = threading.Event()
     try:
         if clip.state is State.FAILED:
@@ -348,7 +348,7 @@ async def _wipe(
         await asyncio.to_thread(wipe_clip, camera.root, clip.rel_path, expected)
     except FileNotFoundError:
         return _missing(ctx, clip, camera)
-    log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
+    log.info("clip.wiped", clip=clip.id, camera=clip.camera)
     return _wiped(ctx, clip)
 
 
