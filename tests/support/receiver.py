@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -412,16 +413,19 @@ class InProcessReceiver:
 
 
 @asynccontextmanager
-async def running_receiver(tmp_path: Path, **settings: Any) -> AsyncIterator[InProcessReceiver]:
+async def running_receiver(
+    tmp_path: Path, *, ssl_context: ssl.SSLContext | None = None, **settings: Any
+) -> AsyncIterator[InProcessReceiver]:
     """Serve a receiver on 127.0.0.1 (free port) in this loop; keys and store under tmp_path.
 
-    Keyword arguments are `ReceiverSettings` fields (expire_after=, idle_timeout=, tokens=…).
-    Entering twice with the same tmp_path reuses the store and key (a restart).
+    Keyword arguments are `ReceiverSettings` fields (expire_after=, idle_timeout=, tokens=…);
+    `ssl_context` serves HTTPS. Entering twice with the same tmp_path reuses the store and key
+    (a restart).
     """
     signing_key_path, public_key_path = _make_keys(tmp_path / "receiver-keys")
     settings.setdefault("store", tmp_path / "receiver-store")
     config = ReceiverSettings(signing_key=load_signing_key(signing_key_path), **settings)
-    running = await start(config, "127.0.0.1", 0)
+    running = await start(config, "127.0.0.1", 0, ssl_context)
     try:
         yield InProcessReceiver(running, public_key_path)
     finally:

@@ -9,6 +9,7 @@ off bodies still being read so every request ends with what it durably stored.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -55,6 +56,8 @@ class ReceiverSettings:
     keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
     max_connections: int = 1000  # concurrent connections, all clients together
     max_connections_per_address: int = 64  # concurrent connections from one client address
+    # scheme://host[:port] that docks use, for Location behind a proxy; None: the request's own
+    public_origin: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.base_path.startswith("/") and self.base_path.endswith("/")):
@@ -71,6 +74,10 @@ class ReceiverSettings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.public_origin is not None and not re.fullmatch(
+            r"https?://[^/?#\s]+", self.public_origin
+        ):
+            raise ValueError(f"public origin must be scheme://host[:port]: {self.public_origin!r}")
         if self.quotas.max_uploads_per_dock <= 0 or self.quotas.max_reserved_per_dock <= 0:
             raise ValueError("per-dock quotas must be positive")
 
@@ -121,6 +128,7 @@ def create_app(settings: ReceiverSettings) -> web.Application:
     handlers = TusHandlers(
         registry,
         base_path=settings.base_path,
+        public_origin=settings.public_origin,
         max_size=settings.max_size,
         max_metadata_bytes=settings.max_metadata_bytes,
         owners_enforced=settings.authenticated,

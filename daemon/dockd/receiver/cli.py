@@ -140,6 +140,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="URL path of the creation endpoint (default /files/)",
     )
     parser.add_argument(
+        "--public-origin",
+        metavar="URL",
+        help="scheme://host[:port] docks use, for Location behind a TLS-terminating proxy",
+    )
+    parser.add_argument(
         "--allow-anonymous",
         action="store_true",
         help="serve without --tokens/--client-ca (refused unless --listen is loopback)",
@@ -233,6 +238,7 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
             idle_timeout=args.idle_timeout,
             tokens=load_tokens(args.tokens) if args.tokens is not None else None,
             client_cert_identity=args.client_ca is not None,
+            public_origin=args.public_origin.rstrip("/") if args.public_origin else None,
             quotas=Quotas(
                 max_uploads_per_dock=args.max_uploads_per_dock,
                 max_reserved_per_dock=args.max_reserved_per_dock,

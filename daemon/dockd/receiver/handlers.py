@@ -56,12 +56,16 @@ class TusHandlers:
         registry: Registry,
         *,
         base_path: str,
+        public_origin: str | None = None,
         max_size: int,
         max_metadata_bytes: int,
         owners_enforced: bool,
     ) -> None:
         self._registry = registry
         self._base_path = base_path
+        # Behind a TLS-terminating proxy the request arrives as http://; Location must still
+        # name the URL docks reach, or they would be sent to a clear-text upload URL.
+        self._public_origin = public_origin
         self._max_size = max_size
         self._max_metadata_bytes = max_metadata_bytes
         self._owners_enforced = owners_enforced
@@ -156,7 +160,8 @@ class TusHandlers:
                 # The upload exists whatever happened to the body: report how far it got,
                 # and the client continues with PATCH from there.
                 result = ChunkResult(upload.offset, upload.expires, upload.completed)
-        location = str(request.url.origin()) + self._base_path + upload.id
+        origin = self._public_origin or str(request.url.origin())
+        location = origin + self._base_path + upload.id
         return web.Response(status=201, headers={"Location": location, **_progress_headers(result)})
 
     # -- HEAD --

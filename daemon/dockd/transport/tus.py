@@ -264,6 +264,14 @@ class TusClient:
         url = self._endpoint.join(URL(location))
         if url.scheme not in ("http", "https"):
             raise TusError(f"POST {_redact(self._endpoint)}: server gave a non-HTTP upload URL")
+        if self._endpoint.scheme == "https" and url.scheme != "https":
+            # The token and every byte would go in clear: typically a TLS-terminating proxy in
+            # front of a server that does not know its public URL (dockd serve --public-origin).
+            raise TusError(
+                f"POST {_redact(self._endpoint)}: server gave a plain http:// upload URL for an "
+                f"https:// endpoint ({_redact(url)}); not used. Behind a TLS proxy, the server "
+                "must know its public origin"
+            )
         return str(url)
 
     async def head(self, url: str) -> UploadState:
