@@ -361,7 +361,9 @@ def _read_bandwidth(root: _Reader) -> BandwidthSettings:
     windows = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, str):
-            raise table.error(f"timetable[{index}]", 'must be a string like "Mon-Fri 07:00-09:00 2MiB"')
+            raise table.error(
+                f"timetable[{index}]", 'must be a string like "Mon-Fri 07:00-09:00 2MiB"'
+            )
         try:
             windows.append(parse_window(entry))
         except ValueError as exc:

@@ -71,5 +71,5 @@ def test_allow_insecure_is_the_explicit_way_to_plain_http(tmp_path):
     path = _config(tmp_path, "http://10.0.0.5/files/", "allow_insecure = true")
     settings = config.load(path)
     assert settings.server.allow_insecure is True
-    with pytest.raises(config.ConfigError, match="server.allow_insecure"):
+    with pytest.raises(config.ConfigError, match=r"server\.allow_insecure"):
         config.load(_config(tmp_path, "http://10.0.0.5/files/", 'allow_insecure = "yes"'))
