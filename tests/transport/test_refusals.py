@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -80,9 +81,27 @@ def _write_token(path: Path, token: str) -> Path:
     return path
 
 
+async def _dockctl_status(config_path: Path) -> str:
+    """`dockctl status --json` as the station desk runs it (a real process)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dockd.status.cli",
+        "--config",
+        str(config_path),
+        "status",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def _run_dock(tmp_path: Path, url: str, token: str, serial: str) -> tuple[str, dict]:
-    """Dock a camera with one clip; return the bay's why-not once the clip is parked FAILED,
-    and the clip's journal row."""
+    """Dock a camera with one clip; once the clip is parked FAILED, return what `dockctl status`
+    says about the camera (checked against `Offloader.status`) and the clip's journal row."""
     keygen(tmp_path / "keys")
     data = dock_config(
         tmp_path,
@@ -93,6 +112,7 @@ async def _run_dock(tmp_path: Path, url: str, token: str, serial: str) -> tuple[
         failure_backoff_max=SLOW,
     )
     data["server"]["token_file"] = str(_write_token(tmp_path / "token", token))
+    data["status"] = {"socket": str(tmp_path / "run" / "control.sock")}
     (tmp_path / "bays").mkdir(exist_ok=True)
     daemon = Daemon(settings_from(tmp_path, data))
     stop = asyncio.Event()
@@ -119,7 +139,9 @@ async def _run_dock(tmp_path: Path, url: str, token: str, serial: str) -> tuple[
         await asyncio.sleep(1.5)  # several fast back-offs long: nothing may happen meanwhile
         again = next(r for r in journal_rows(tmp_path / "state") if r["id"] == row["id"])
         assert again["state"] == State.FAILED.value and again["attempts"] == row["attempts"]
-        return why_not, row
+        status = await _dockctl_status(tmp_path / "dockd.toml")
+        assert why_not in status  # what the desk sees is what the offloader says
+        return status, row
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
