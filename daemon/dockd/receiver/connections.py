@@ -32,14 +32,17 @@ import structlog
 log = structlog.get_logger("dockd.receiver")
 
 _END_OF_HEAD = b"\r\n\r\n"
-_REFUSED = (
-    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: 27\r\n\r\ntoo many connections: 503\n"
-)
-_HEAD_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: 34\r\n\r\nrequest head did not arrive in time"
-)
+
+
+def _raw_response(status: str, body: bytes, *extra: bytes) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection, written without aiohttp."""
+    head = [b"HTTP/1.1 " + status.encode(), b"Connection: close", *extra]
+    head += [b"Content-Type: text/plain", b"Content-Length: " + str(len(body)).encode()]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+_REFUSED = _raw_response("503 Service Unavailable", b"too many connections\n", b"Retry-After: 5")
+_HEAD_TIMEOUT = _raw_response("408 Request Timeout", b"request head did not arrive in time\n")
 
 
 @dataclass(frozen=True)
