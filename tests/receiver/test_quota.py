@@ -112,3 +112,11 @@ async def test_free_space_counts_what_unfinished_uploads_still_have_to_write(
         refused = await b.create(1)  # 3 TiB free, 3 TiB promised
         assert refused.status == 507
         assert refused.headers[LIMIT_HEADER] == "store-free-space"
+
+
+async def test_over_tus_max_size_names_its_limit(tmp_path, session):
+    async with running_receiver(tmp_path, tokens=TOKENS, max_size=1000) as rx:
+        reply = await Tus(session, rx.url, TOKEN_A).create(1001)
+        assert reply.status == 413
+        assert reply.headers[LIMIT_HEADER] == "max-size"
+        assert reply.headers["Tus-Max-Size"] == "1000"

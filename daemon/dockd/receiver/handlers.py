@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from dockd.crypto import receipt
+from dockd.receiver.quota import LIMIT_HEADER
 from dockd.receiver.store import (
     CompletedUpload,
     CreationInfo,
@@ -121,8 +122,8 @@ class TusHandlers:
         if length > self._max_size:
             raise TusError(
                 413,
-                f"Upload-Length exceeds Tus-Max-Size {self._max_size}",
-                {"Tus-Max-Size": str(self._max_size)},
+                f"quota max-size: Upload-Length exceeds Tus-Max-Size {self._max_size}",
+                {"Tus-Max-Size": str(self._max_size), LIMIT_HEADER: "max-size"},
             )
         metadata = parse_metadata(
             headers.get("Upload-Metadata"), max_bytes=self._max_metadata_bytes
