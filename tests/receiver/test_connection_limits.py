@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 
+import structlog
+from dockd.receiver.connections import install_accept_error_limiter
 from support.receiver import running_receiver
 
 OPTIONS = b"OPTIONS /files/ HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -74,3 +77,24 @@ async def test_a_connection_over_the_per_address_cap_gets_503(tmp_path):
         for _, w in held:
             w.close()
         assert rx.running.guard.refused == 1
+
+
+async def test_accept_errors_are_logged_at_a_bounded_rate():
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    others: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: others.append(context["message"]))
+    try:
+        install_accept_error_limiter(loop)
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        with structlog.testing.capture_logs() as logged:
+            for _ in range(14_058):  # the count of accept() error lines
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": emfile}
+                )
+            loop.call_exception_handler({"message": "something else"})
+    finally:
+        loop.set_exception_handler(previous)
+    failures = [e for e in logged if e["event"] == "connection.accept_failed"]
+    assert len(failures) == 1 and "Too many open files" in failures[0]["error"]
+    assert others == ["something else"]  # everything else still reaches the old handler
