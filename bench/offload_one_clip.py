@@ -28,6 +28,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.dock import dock_config, write_toml  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from receiver_vs_tus_server import write_bench_token  # noqa: E402
+
 DOCKD = [sys.executable, "-m", "dockd.cli"]
 
 
@@ -80,6 +83,7 @@ def main() -> int:
     )
     baseline = time.perf_counter() - started
 
+    tokens, token_file = write_bench_token(work / "auth")
     server = subprocess.Popen(
         [
             *DOCKD,
@@ -90,6 +94,8 @@ def main() -> int:
             str(work / "store"),
             "--signing-key",
             str(work / "keys/server-receipt.key"),
+            "--tokens",
+            str(tokens),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -110,6 +116,7 @@ def main() -> int:
         chunk_size=args.chunk_mib << 20,
         max_parallel=4,
     )
+    data["server"]["token_file"] = str(token_file)
     data["discovery"] = {"scan_interval": 0.05, "settle_time": 0.0}
     config = write_toml(work / "dockd.toml", data)
     (work / "bays").mkdir()

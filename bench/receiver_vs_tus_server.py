@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import resource
+import secrets
 import selectors
 import shutil
 import signal
@@ -94,11 +95,28 @@ def _dockd_command() -> list[str]:
     return [sys.executable, "-m", "dockd.cli"]
 
 
+def write_bench_token(directory: Path, dock_id: str = "test-dock") -> tuple[Path, Path]:
+    """A throwaway bearer token, as `dockd serve --tokens` and a dock's `token_file` want them
+    (both 0600): returns (tokens file, token file). The bench measures the authenticated path
+    every real dock takes."""
+    token = secrets.token_urlsafe(32)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / "bench-tokens", directory / "bench-token")
+    for path, text in zip(paths, (f"{dock_id} {token}\n", token + "\n"), strict=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    return paths
+
+
 class DockdServe(AbstractContextManager["DockdServe"]):
-    """`dockd serve` on 127.0.0.1 with a free port, an empty store and a given signing key."""
+    """`dockd serve` on 127.0.0.1 with a free port, an empty store, a given signing key and a
+    fresh bearer token (`token_file` for a dock, `auth_headers` for other clients)."""
 
     def __init__(self, store: Path, signing_key: Path, log_path: Path) -> None:
         self.store = store
+        tokens, self.token_file = write_bench_token(log_path.parent / f"{store.name}-auth")
+        self.auth_headers = {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
         self._argv = [
             *_dockd_command(),
             "serve",
@@ -108,6 +126,8 @@ class DockdServe(AbstractContextManager["DockdServe"]):
             str(store),
             "--signing-key",
             str(signing_key),
+            "--tokens",
+            str(tokens),
         ]
         self._log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
@@ -208,11 +228,13 @@ class Bench:
             stdout=subprocess.DEVNULL,
         )
 
-    def _upload(self, endpoint: str, pid: int) -> tuple[dict[str, Any], float | None, float]:
+    def _upload(
+        self, endpoint: str, pid: int, headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, Any], float | None, float]:
         """Upload the source; return the client's report, server and client CPU seconds."""
         cpu_before = _cpu_seconds(pid)
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        report = run_tus_js_upload(endpoint, self.source, chunk_size=self.chunk)
+        report = run_tus_js_upload(endpoint, self.source, chunk_size=self.chunk, headers=headers)
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_after = _cpu_seconds(pid)
         if not report["completed"] or report["bytes_sent"] != self.size:
@@ -227,7 +249,7 @@ class Bench:
         store = self.workdir / f"dockd-store-{index}"
         try:
             with DockdServe(store, self.signing_key, self.workdir / "dockd-serve.log") as server:
-                report, cpu, client_cpu = self._upload(server.url, server.pid)
+                report, cpu, client_cpu = self._upload(server.url, server.pid, server.auth_headers)
             upload = _upload_id(report["url"])
             sidecar = json.loads((store / "complete" / f"{upload}.json").read_text())
             verified = (

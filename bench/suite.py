@@ -154,6 +154,7 @@ class Bench:
                 chunk_size=self.args.chunk_mib * MIB,
                 max_parallel=len(sizes),
             )
+            data["server"]["token_file"] = str(server.token_file)
             data["discovery"] = {"scan_interval": 0.05, "settle_time": 0.0}
             data["status"] = {"socket": str(sock)}
             if cap is not None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dockd.crypto.keys import AgeRecipient, KeyFileError
+from dockd.loopback import is_loopback
 from dockd.transport.bandwidth import Window, parse_rate, parse_window
 
 ConfirmPolicy = Literal["receipt", "offset"]
@@ -49,6 +50,8 @@ class ServerSettings:
     client_cert: Path | None = None
     client_key: Path | None = None
     token_file: Path | None = None
+    # Plain http:// to a non-loopback server: token, metadata and upload URLs travel in clear.
+    allow_insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,14 @@ def _read_server(root: _Reader) -> ServerSettings:
         raise server.error(
             "url", f"must be an http(s) URL of the tus creation endpoint, got {url!r}"
         )
+    allow_insecure = server.get("allow_insecure", bool, False, what="true or false")
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not is_loopback(host) and not allow_insecure:
+        raise server.error(
+            "url",
+            f"is plain http:// to {host}: the token, clip metadata and upload URLs would travel "
+            "in clear; use https:// (or set [server] allow_insecure = true on a closed network)",
+        )
     confirm = server.text("confirm", "receipt")
     if confirm not in ("receipt", "offset"):
         raise server.error("confirm", f'must be "receipt" or "offset", got {confirm!r}')
@@ -294,6 +305,7 @@ def _read_server(root: _Reader) -> ServerSettings:
         client_cert=server.path("client_cert", None),
         client_key=server.path("client_key", None),
         token_file=server.path("token_file", None),
+        allow_insecure=allow_insecure,
     )
     if (settings.client_cert is None) != (settings.client_key is None):
         raise server.error("client_cert", "client_cert and client_key go together")

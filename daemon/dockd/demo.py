@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -111,10 +112,13 @@ def dock_cameras(bays_dir: Path, clip_mib: int) -> list[DemoClip]:
     return clips
 
 
+DEMO_DOCK_ID = "demo-dock"
+
+
 def demo_settings(workdir: Path, server_url: str) -> config.Settings:
     data = {
         "dock": {
-            "id": "demo-dock",
+            "id": DEMO_DOCK_ID,
             "state_dir": str(workdir / "state"),
             # signs each clip's manifest: `dockd verify --workdir DIR` checks them offline
             "signing_key": str(workdir / "dock-signing.key"),
@@ -123,6 +127,7 @@ def demo_settings(workdir: Path, server_url: str) -> config.Settings:
             "url": server_url,
             "confirm": "receipt",
             "receipt_public_key": str(workdir / "server-receipt.pub"),
+            "token_file": str(workdir / "token"),
         },
         "encryption": {"recipients": [(workdir / "recipient.txt").read_text().strip()]},
         "upload": {
@@ -199,11 +204,23 @@ def verify_store(
     return results
 
 
+def write_demo_token(workdir: Path) -> dict[str, str]:
+    """A throwaway bearer token for this run: the dock reads it from `workdir/token` (0600),
+    the receiver gets it as its tokens mapping. The demo runs authenticated like a real site."""
+    token = secrets.token_urlsafe(32)
+    fd = os.open(workdir / "token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return {token: DEMO_DOCK_ID}
+
+
 async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) -> int:
     keygen(workdir)
     receiver = await start(
         ReceiverSettings(
-            store=workdir / "store", signing_key=load_signing_key(workdir / "server-receipt.key")
+            store=workdir / "store",
+            signing_key=load_signing_key(workdir / "server-receipt.key"),
+            tokens=write_demo_token(workdir),
         ),
         "127.0.0.1",
         0,

@@ -342,7 +342,6 @@ class Offloader:
             clip=record.id,
             camera=camera.serial,
             bay=camera.bay,
-            path=display_path(found.rel_path),
             size=ident.size,
             evidence=record.evidence,
         )

@@ -153,9 +153,9 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
     # The task runs in its own copy of the context (create_task), so nothing leaks to others.
     structlog.contextvars.bind_contextvars(clip=clip_id, camera=clip.camera, bay=camera.bay)
     metrics = ctx.metrics
-    bound = log.bind(
-        clip=clip_id, camera=clip.camera, bay=camera.bay, path=display_path(clip.rel_path)
-    )
+    # No path: camera folders and file names can carry an officer's name (personal data stays
+    # out of logs; `dockctl clips` shows paths to the station).
+    bound = log.bind(clip=clip_id, camera=clip.camera, bay=camera.bay)
     stop = threading.Event()
     try:
         if clip.state is State.FAILED:
@@ -200,6 +200,17 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
             reason = f"confirmed, but not wiped: {exc}; the wipe is tried again"
         bound.warning("clip.wipe_deferred", reason=reason)
         journal.note(clip_id, reason, time.time() + WIPE_RECHECK_SECONDS)
+    except tus.ServerRefused as exc:
+        # The server refuses this dock (credentials, a quota), so every clip gets the same
+        # answer: retry at the slow back-off maximum, so a fixed token or a freed quota is still
+        # picked up without an operator, and the reason says what to fix.
+        wait = ctx.settings.upload.failure_backoff_max
+        bound.warning("clip.refused", kind=exc.kind, reason=str(exc), retry_in=wait)
+        metrics.clips_failed.labels(reason_class(exc)).inc()
+        metrics.failure_causes[clip_id] = reason_class(exc)
+        if len(metrics.failure_causes) > 10_000:  # clips parked for good: keep the map bounded
+            metrics.failure_causes.pop(next(iter(metrics.failure_causes)))
+        journal.mark_failed(clip_id, str(exc), time.time() + wait)
     except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
         hint = getattr(exc, "retry_after", None)
         current = journal.get(clip_id)
@@ -393,7 +404,7 @@ async def _wipe(
             f"camera read-only ({exc.strerror}): the clip is stored and confirmed on the server "
             "but cannot be removed from the camera"
         ) from None
-    log.info("clip.wiped", clip=clip.id, camera=clip.camera, path=display_path(clip.rel_path))
+    log.info("clip.wiped", clip=clip.id, camera=clip.camera)
     return _wiped(ctx, clip)
 
 

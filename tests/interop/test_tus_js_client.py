@@ -2,7 +2,8 @@
 
 Any tus 1.0 client must be able to upload to `dockd serve`, resume after an interruption, and
 have what it stored receipted. The same uploads also go to the stock @tus/server 2.4.5, which
-shows the peer harness (not our server) is what makes these tests pass or fail.
+shows the peer harness (not our server) is what makes these tests pass or fail. dockd runs as it
+would in real use, with a bearer token (tus-js-client's `headers` option carries it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from support.node_peers import TusNodeServer, ensure_node_peers, run_tus_js_uplo
 from support.receiver import ReceiverProcess, read_sidecar, upload_id_of
 
 MIB = 1 << 20
+TOKEN = "tok-interop-dock-5e1d0c9b8a7f"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FILE_SIZE = 5 * MIB
 CHUNK_SIZE = 1 * MIB
 # Printable, non-ASCII, spaces and an empty value: tus-js-client base64-encodes all of them.
@@ -48,6 +51,7 @@ class TusTarget:
     endpoint: str
     stored_path: Callable[[str], Path]
     stored_metadata: Callable[[str], dict[str, Any]]
+    headers: dict[str, str]  # sent on every request (credentials)
 
 
 def sha256_file(path: Path) -> str:
@@ -58,9 +62,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def head_offset(upload_url: str) -> int:
+def head_offset(upload_url: str, headers: dict[str, str]) -> int:
     """The server's Upload-Offset for an upload (HEAD only: a GET can crash @tus/server)."""
-    request = urllib.request.Request(upload_url, method="HEAD", headers={"Tus-Resumable": "1.0.0"})
+    request = urllib.request.Request(
+        upload_url, method="HEAD", headers={"Tus-Resumable": "1.0.0", **headers}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.headers["Upload-Offset"])
 
@@ -79,7 +85,7 @@ def node_peers() -> Path:
 
 @pytest.fixture
 def dockd_server(tmp_path: Path, node_peers: Path) -> Iterator[ReceiverProcess]:
-    with ReceiverProcess(tmp_path / "dockd") as server:
+    with ReceiverProcess(tmp_path / "dockd", tokens={TOKEN: "interop-dock"}) as server:
         yield server
 
 
@@ -95,6 +101,7 @@ def _dockd_target(server: ReceiverProcess) -> TusTarget:
         endpoint=server.url,
         stored_path=lambda upload: server.store / "complete" / f"{upload}.bin",
         stored_metadata=lambda upload: read_sidecar(server.store, upload)["metadata"],
+        headers=AUTH,
     )
 
 
@@ -110,6 +117,7 @@ def _tus_node_target(server: TusNodeServer) -> TusTarget:
         endpoint=server.url,
         stored_path=lambda upload: server.dir / upload,
         stored_metadata=lambda upload: _tus_node_metadata(server, upload),
+        headers={},
     )
 
 
@@ -123,7 +131,9 @@ def target(request: pytest.FixtureRequest) -> TusTarget:
 def test_multi_chunk_upload_to_dockd_is_stored_and_receipted(
     dockd_server: ReceiverProcess, source_file: SourceFile
 ) -> None:
-    report = run_tus_js_upload(dockd_server.url, source_file.path, chunk_size=CHUNK_SIZE)
+    report = run_tus_js_upload(
+        dockd_server.url, source_file.path, chunk_size=CHUNK_SIZE, headers=AUTH
+    )
 
     assert report["completed"] is True
     assert report["bytes_sent"] == FILE_SIZE
@@ -135,6 +145,7 @@ def test_multi_chunk_upload_to_dockd_is_stored_and_receipted(
     # tus-js-client never asks for the receipt, but the server signed one all the same.
     signed = receipt.verify(sidecar["receipt"], dockd_server.public_key)
     assert (signed.upload, signed.length, signed.sha256) == (upload, FILE_SIZE, source_file.sha256)
+    assert sidecar["dock"] == "interop-dock"  # the token's dock, recorded by the server
 
 
 def test_tus_node_server_stores_the_same_upload(
@@ -153,21 +164,29 @@ def test_interrupted_upload_resumes_from_the_server_offset(
 ) -> None:
     stop_after = 2 * MIB
     first = run_tus_js_upload(
-        target.endpoint, source_file.path, chunk_size=CHUNK_SIZE, stop_after=stop_after
+        target.endpoint,
+        source_file.path,
+        chunk_size=CHUNK_SIZE,
+        stop_after=stop_after,
+        headers=target.headers,
     )
     assert first["completed"] is False
-    offset = head_offset(first["url"])
+    offset = head_offset(first["url"], target.headers)
     assert offset == first["bytes_sent"]
     assert stop_after <= offset < FILE_SIZE
 
     resumed = run_tus_js_upload(
-        None, source_file.path, chunk_size=CHUNK_SIZE, resume_url=first["url"]
+        None,
+        source_file.path,
+        chunk_size=CHUNK_SIZE,
+        resume_url=first["url"],
+        headers=target.headers,
     )
 
     assert resumed["completed"] is True
     assert resumed["url"] == first["url"]
     assert resumed["start_offset"] == offset  # continued, did not start from zero
-    assert head_offset(first["url"]) == FILE_SIZE
+    assert head_offset(first["url"], target.headers) == FILE_SIZE
     assert sha256_file(target.stored_path(upload_id_of(first["url"]))) == source_file.sha256
 
 
@@ -175,7 +194,11 @@ def test_metadata_set_by_tus_js_client_arrives_decoded(
     target: TusTarget, source_file: SourceFile
 ) -> None:
     report = run_tus_js_upload(
-        target.endpoint, source_file.path, chunk_size=FILE_SIZE, metadata=METADATA
+        target.endpoint,
+        source_file.path,
+        chunk_size=FILE_SIZE,
+        metadata=METADATA,
+        headers=target.headers,
     )
 
     assert report["completed"] is True

@@ -15,12 +15,22 @@ import aiohttp
 import pytest
 from dockd import exitcodes
 from dockd.crypto.keys import keygen
-from support.receiver import ReceiverProcess, Tus, write_tokens_file
+from support.receiver import (
+    ReceiverProcess,
+    Tus,
+    metadata_header,
+    read_sidecar,
+    upload_id_of,
+    write_tokens_file,
+)
 
 
-def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+def _serve(*args: str, anonymous: bool = True) -> subprocess.CompletedProcess[str]:
+    """`dockd serve ARGS`; `anonymous` adds --allow-anonymous, as these tests are about other
+    refusals (the exposure rules have their own tests below)."""
+    extra = ["--allow-anonymous"] if anonymous and "--tokens" not in args else []
     return subprocess.run(
-        [sys.executable, "-m", "dockd.cli", "serve", *args],
+        [sys.executable, "-m", "dockd.cli", "serve", *args, *extra],
         capture_output=True,
         text=True,
         timeout=30,
@@ -193,6 +203,10 @@ async def test_tls_with_required_client_certificates(tmp_path):
             location, last = await tus.upload(b"over tls", chunk=4)
             assert location.startswith("https://")
             assert last.headers["Dockd-Receipt"]
+            # The certificate's subject names the dock: recorded, and its uploads are its own.
+            assert read_sidecar(server.store, upload_id_of(location))["dock"] == "client"
+            claim = {"Upload-Metadata": metadata_header({"dock": "someone-else"})}
+            assert (await tus.create(1, headers=claim)).status == 403
 
         without_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=without_cert)) as s:

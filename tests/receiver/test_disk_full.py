@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dockd.receiver.quota import Quotas
 from support.receiver import Tus, partial_size, running_receiver, upload_id_of
 
 MiB = 1 << 20
@@ -37,22 +38,33 @@ def small_store(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_disk_full_is_507_and_only_stored_bytes_count(tmp_path, small_store, session):
-    data = os.urandom(3 * MiB)
-    async with running_receiver(tmp_path, store=small_store) as receiver:
+    # The creation fits (free space is checked then); something else fills the disk afterwards.
+    data = os.urandom(MiB + MiB // 2)
+    no_margin = Quotas(free_space_margin=0)
+    async with running_receiver(tmp_path, store=small_store, quotas=no_margin) as receiver:
         tus = Tus(session, receiver.url)
         location = (await tus.create(len(data))).headers["Location"]
         upload_id = upload_id_of(location)
-        assert (await tus.patch(location, 0, data[:MiB])).status == 204
+        half = MiB // 2
+        assert (await tus.patch(location, 0, data[:half])).status == 204
+        filler = small_store / "filler"
+        filler.write_bytes(b"\0" * MiB)
 
         for checksum in ("sha256", None):  # verified or not, a chunk that does not fit is refused
-            reply = await tus.patch(location, MiB, data[MiB : 3 * MiB], checksum=checksum)
+            reply = await tus.patch(location, half, data[half:], checksum=checksum)
             assert reply.status == 507
-            assert reply.offset == MiB
-            assert (await tus.head(location)).offset == MiB
-            assert partial_size(small_store, upload_id) == MiB  # truncated back: space freed
+            assert reply.offset == half
+            assert (await tus.head(location)).offset == half
+            assert partial_size(small_store, upload_id) == half  # truncated back: space freed
 
         # a chunk that fits still goes in; the stored prefix is intact
-        reply = await tus.patch(location, MiB, data[MiB : MiB + MiB // 2])
+        reply = await tus.patch(location, half, data[half : half + MiB // 4])
         assert reply.status == 204
         stored = (small_store / "partial" / f"{upload_id}.bin").read_bytes()
-        assert stored == data[: MiB + MiB // 2]
+        assert stored == data[: half + MiB // 4]
+
+        # once there is room again the upload completes
+        filler.unlink()
+        reply = await tus.patch(location, half + MiB // 4, data[half + MiB // 4 :])
+        assert reply.status == 204
+        assert receiver.stored_bytes(upload_id) == data

@@ -19,7 +19,9 @@ import base64
 import hashlib
 import json
 import os
+import resource
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -262,8 +264,10 @@ class ReceiverProcess:
         tokens: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        nofile: int | None = None,
     ) -> None:
         self.workdir = workdir
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the server process
         workdir.mkdir(parents=True, exist_ok=True)
         self.signing_key_path, self.public_key_path = _make_keys(workdir / "receiver-keys")
         self.store = workdir / "receiver-store"
@@ -295,6 +299,10 @@ class ReceiverProcess:
         ]
         if self.tokens_path is not None:
             argv += ["--tokens", str(self.tokens_path)]
+        elif "--client-ca" not in self.extra_args:
+            # Without credentials `dockd serve` refuses to start unless told that anonymous
+            # access is meant (loopback only): tests about the protocol itself say so.
+            argv.append("--allow-anonymous")
         return argv + self.extra_args
 
     def start(self, timeout: float = 20.0) -> ReceiverProcess:
@@ -306,7 +314,11 @@ class ReceiverProcess:
         self._log_paths.append(err_path)
         with out_path.open("wb") as out, err_path.open("wb") as err:
             self.process = subprocess.Popen(
-                self.argv(self.port), stdout=out, stderr=err, stdin=subprocess.DEVNULL
+                self.argv(self.port),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=None if self.nofile is None else self._limit_descriptors,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -322,6 +334,10 @@ class ReceiverProcess:
                     f"dockd serve did not start (exit {code}):\n{err_path.read_text()[-3000:]}"
                 )
             time.sleep(0.02)
+
+    def _limit_descriptors(self) -> None:  # runs in the child, before exec
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup, no flush — a crash or power cut as far as the store can tell."""
@@ -397,16 +413,19 @@ class InProcessReceiver:
 
 
 @asynccontextmanager
-async def running_receiver(tmp_path: Path, **settings: Any) -> AsyncIterator[InProcessReceiver]:
+async def running_receiver(
+    tmp_path: Path, *, ssl_context: ssl.SSLContext | None = None, **settings: Any
+) -> AsyncIterator[InProcessReceiver]:
     """Serve a receiver on 127.0.0.1 (free port) in this loop; keys and store under tmp_path.
 
-    Keyword arguments are `ReceiverSettings` fields (expire_after=, idle_timeout=, tokens=…).
-    Entering twice with the same tmp_path reuses the store and key (a restart).
+    Keyword arguments are `ReceiverSettings` fields (expire_after=, idle_timeout=, tokens=…);
+    `ssl_context` serves HTTPS. Entering twice with the same tmp_path reuses the store and key
+    (a restart).
     """
     signing_key_path, public_key_path = _make_keys(tmp_path / "receiver-keys")
     settings.setdefault("store", tmp_path / "receiver-store")
     config = ReceiverSettings(signing_key=load_signing_key(signing_key_path), **settings)
-    running = await start(config, "127.0.0.1", 0)
+    running = await start(config, "127.0.0.1", 0, ssl_context)
     try:
         yield InProcessReceiver(running, public_key_path)
     finally:

@@ -18,20 +18,33 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def unit_for_test(tmp_path: Path) -> Path:
-    """dockd.service with ExecStart pointing at this checkout's dockd (verify checks it exists)."""
+UNITS = ("dockd.service", "dockd-serve.service")
+
+
+def unit_for_test(tmp_path: Path, name: str = "dockd.service") -> Path:
+    """The unit with ExecStart pointing at this checkout's dockd (verify checks it exists)."""
     dockd = Path(sys.executable).parent / "dockd"
     assert dockd.exists()
-    text = (SYSTEMD / "dockd.service").read_text()
+    text = (SYSTEMD / name).read_text()
     assert "ExecStart=/opt/dockd/venv/bin/dockd " in text
-    unit = tmp_path / "dockd.service"
+    unit = tmp_path / name
     unit.write_text(text.replace("/opt/dockd/venv/bin/dockd", str(dockd)))
     return unit
 
 
-def test_verify_is_silent(tmp_path):
+def _settings(name: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in (SYSTEMD / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", " ")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_verify_is_silent(tmp_path, name):
     proc = subprocess.run(
-        ["systemd-analyze", "verify", str(unit_for_test(tmp_path))],
+        ["systemd-analyze", "verify", str(unit_for_test(tmp_path, name))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -41,23 +54,24 @@ def test_verify_is_silent(tmp_path):
     assert proc.returncode == 0
 
 
-def test_security_exposure_is_low(tmp_path):
+@pytest.mark.parametrize("name", UNITS)
+def test_security_exposure_is_low(tmp_path, name):
     proc = subprocess.run(
         [
             "systemd-analyze",
             "security",
             "--offline=true",
             "--no-pager",
-            str(unit_for_test(tmp_path)),
+            str(unit_for_test(tmp_path, name)),
         ],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    match = re.search(r"Overall exposure level for dockd\.service: (\d+\.\d+)", proc.stdout)
+    match = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     exposure = float(match.group(1))
-    print(f"systemd-analyze security exposure: {exposure}")
+    print(f"systemd-analyze security exposure of {name}: {exposure}")
     assert exposure <= MAX_EXPOSURE, proc.stdout
 
 
@@ -78,6 +92,22 @@ def test_unit_is_a_hardened_notify_service():
         "AF_INET6",
         "AF_NETLINK",
     }
+
+
+def test_serve_unit_runs_unprivileged_with_room_for_its_connections():
+    settings = _settings("dockd-serve.service")
+    assert settings["DynamicUser"] == ["yes"]
+    assert settings["CapabilityBoundingSet"] == [""]
+    assert settings["RestartPreventExitStatus"] == ["78"]
+    assert int(settings["LimitNOFILE"][0]) >= 4096
+    # Keys reach the service as credentials, never as world- or group-readable files.
+    loaded = {entry.split(":", 1)[0] for entry in settings["LoadCredential"]}
+    assert {"server-receipt.key", "tokens", "tls.key"} <= loaded
+    exec_start = (SYSTEMD / "dockd-serve.service").read_text().split("ExecStart=", 1)[1]
+    exec_start = exec_start.split("\nLoadCredential", 1)[0]
+    for flag in ("--tokens", "--tls-cert", "--tls-key"):
+        assert flag in exec_start
+    assert "--allow-anonymous" not in exec_start and "--allow-plaintext" not in exec_start
 
 
 def test_udev_rule_keeps_automounters_off_cameras():

@@ -8,15 +8,18 @@ Docks wipe a camera clip only on such a receipt.
 
 Modules, one job each:
 
-    app.py       settings, the aiohttp application, `start` / `RunningReceiver`
-    cli.py       `dockd serve` command line
-    handlers.py  HTTP ↔ registry: the tus endpoints and their status codes
-    uploads.py   in-memory upload state, locking, chunk application, completion, expiry
-    body.py      streaming a request body into the file while hashing, with idle cut-off
-    store.py     on-disk layout, durability order, crash recovery
-    threads.py   blocking disk work on worker threads, never abandoned mid-way
-    tus.py       protocol constants and strict header parsers
-    auth.py      optional bearer tokens (`--tokens`)
+    app.py         settings, the aiohttp application, `start` / `RunningReceiver`
+    cli.py         `dockd serve` command line
+    exposure.py    startup policy: no anonymous or clear-text network server by accident
+    connections.py request-head deadline, connection caps, rate-limited accept errors
+    handlers.py    HTTP ↔ registry: the tus endpoints and their status codes
+    uploads.py     in-memory upload state, locking, chunk application, completion, expiry
+    quota.py       per-dock limits on unfinished uploads, and the store's free space
+    body.py        streaming a request body into the file while hashing, with idle cut-off
+    store.py       on-disk layout, durability order, crash recovery
+    threads.py     blocking disk work on worker threads, never abandoned mid-way
+    tus.py         protocol constants and strict header parsers
+    auth.py        who is asking: bearer tokens (`--tokens`), client-certificate CN
 
 Operator and implementer documentation: docs/RECEIVER.md.
 """

@@ -9,11 +9,12 @@ off bodies still being read so every request ends with what it durably stored.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -22,8 +23,10 @@ from aiohttp.typedefs import Handler, Middleware
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockd.crypto import receipt
-from dockd.receiver.auth import BearerAuth
+from dockd.receiver.auth import BearerAuth, certificate_identity
+from dockd.receiver.connections import ConnectionGuard, ConnectionLimits
 from dockd.receiver.handlers import DOCK_KEY, TusHandlers, effective_method
+from dockd.receiver.quota import Quotas
 from dockd.receiver.store import Store
 from dockd.receiver.threads import run_blocking
 from dockd.receiver.tus import TUS_VERSION, TusError
@@ -46,13 +49,50 @@ class ReceiverSettings:
     tokens: Mapping[str, str] | None = None  # bearer token -> dock id; None = no token auth
     tombstone_ttl: float = 30 * 86400  # how long an expired upload answers 410 rather than 404
     sweep_interval: float | None = None  # None: a quarter of expire_after, at most 5 minutes
+    # The client certificate's subject CN names the dock (`--client-ca`); tokens win if both.
+    client_cert_identity: bool = False
+    quotas: Quotas = field(default_factory=Quotas)  # per-dock limits (quota.py)
+    header_timeout: float = 10.0  # a request head must arrive completely within this
+    keepalive_timeout: float = 15.0  # an idle kept-alive connection is closed after this
+    max_connections: int = 1000  # concurrent connections, all clients together
+    max_connections_per_address: int = 64  # concurrent connections from one client address
+    # scheme://host[:port] that docks use, for Location behind a proxy; None: the request's own
+    public_origin: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.base_path.startswith("/") and self.base_path.endswith("/")):
             raise ValueError(f"base path must start and end with '/': {self.base_path!r}")
-        for name in ("max_size", "expire_after", "max_metadata_bytes", "idle_timeout"):
+        for name in (
+            "max_size",
+            "expire_after",
+            "max_metadata_bytes",
+            "idle_timeout",
+            "header_timeout",
+            "keepalive_timeout",
+            "max_connections",
+            "max_connections_per_address",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.public_origin is not None and not re.fullmatch(
+            r"https?://[^/?#\s]+", self.public_origin
+        ):
+            raise ValueError(f"public origin must be scheme://host[:port]: {self.public_origin!r}")
+        if self.quotas.max_uploads_per_dock <= 0 or self.quotas.max_reserved_per_dock <= 0:
+            raise ValueError("per-dock quotas must be positive")
+
+    @property
+    def authenticated(self) -> bool:
+        """Requests carry an identity: uploads belong to it and other docks cannot see them."""
+        return self.tokens is not None or self.client_cert_identity
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            header_timeout=self.header_timeout,
+            max_connections=self.max_connections,
+            max_per_address=self.max_connections_per_address,
+        )
 
     @property
     def effective_sweep_interval(self) -> float:
@@ -61,28 +101,37 @@ class ReceiverSettings:
         return min(max(self.expire_after / 4, 0.05), 300.0)
 
 
+# Pending connections the kernel queues; asyncio also accepts up to this many per loop pass.
+LISTEN_BACKLOG = 128
+
 SETTINGS_KEY = web.AppKey("settings", ReceiverSettings)
 REGISTRY_KEY = web.AppKey("registry", Registry)
+# Set by `start`: the connection guard the middleware tells when a request has been answered.
+GUARD_KEY = web.AppKey("connection_guard", ConnectionGuard)
 
 
 def create_app(settings: ReceiverSettings) -> web.Application:
     """The receiver as an aiohttp application (serve it with `start`, or aiohttp's test server)."""
     auth = BearerAuth(settings.tokens) if settings.tokens is not None else None
-    app = web.Application(middlewares=[_tus_middleware(auth)])
+    app = web.Application(
+        middlewares=[_tus_middleware(auth, client_certs=settings.client_cert_identity)]
+    )
     registry = Registry(
         Store(settings.store),
         settings.signing_key,
         expire_after=settings.expire_after,
         idle_timeout=settings.idle_timeout,
+        quotas=settings.quotas,
     )
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry
     handlers = TusHandlers(
         registry,
         base_path=settings.base_path,
+        public_origin=settings.public_origin,
         max_size=settings.max_size,
         max_metadata_bytes=settings.max_metadata_bytes,
-        owners_enforced=settings.tokens is not None,
+        owners_enforced=settings.authenticated,
     )
     base = settings.base_path
     app.router.add_route("*", base, handlers.creation_endpoint)
@@ -111,7 +160,7 @@ def _error_response(error: TusError) -> web.Response:
     return response
 
 
-def _tus_middleware(auth: BearerAuth | None) -> Middleware:
+def _tus_middleware(auth: BearerAuth | None, *, client_certs: bool) -> Middleware:
     """Authentication, the Tus-Resumable precondition, error responses and the access log."""
 
     @web.middleware
@@ -121,6 +170,12 @@ def _tus_middleware(auth: BearerAuth | None) -> Middleware:
         dock: str | None = None
         try:
             if method != "OPTIONS":  # OPTIONS is exempt from both (capability discovery)
+                if client_certs:  # the TLS handshake already required a certificate of our CA
+                    dock = certificate_identity(request.transport)
+                    if dock is None and auth is None:
+                        raise TusError(
+                            403, "the client certificate's subject commonName names no dock"
+                        )
                 if auth is not None:
                     dock = auth.dock_for(request.headers.get("Authorization"))
                     if dock is None:
@@ -156,6 +211,9 @@ def _tus_middleware(auth: BearerAuth | None) -> Middleware:
             dock=dock,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
+        guard = request.app.get(GUARD_KEY)
+        if guard is not None:  # the next request head on this connection gets a new deadline
+            guard.request_done(request.transport)
         return response
 
     return middleware
@@ -177,11 +235,28 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         store=str(settings.store),
         unfinished=len(uploads),
         receipt_key_id=receipt.key_id(settings.signing_key.public_key()),
-        auth="tokens" if settings.tokens is not None else "none",
+        auth=_auth_description(settings),
+        max_uploads_per_dock=settings.quotas.max_uploads_per_dock,
+        max_reserved_per_dock=settings.quotas.max_reserved_per_dock,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+        max_connections_per_address=settings.max_connections_per_address,
     )
     yield
     sweeper.cancel()
     await asyncio.gather(sweeper, *finishing, return_exceptions=True)
+
+
+def _auth_description(settings: ReceiverSettings) -> str:
+    methods = [
+        name
+        for name, on in (
+            ("tokens", settings.tokens is not None),
+            ("client-certificates", settings.client_cert_identity),
+        )
+        if on
+    ]
+    return "+".join(methods) or "anonymous"
 
 
 async def _sweep_forever(registry: Registry, settings: ReceiverSettings) -> None:
@@ -206,7 +281,9 @@ class RunningReceiver:
     url: str
     port: int
     app: web.Application
+    guard: ConnectionGuard
     _runner: web.AppRunner
+    _server: asyncio.Server
     _stopped: bool = False
 
     @property
@@ -221,12 +298,13 @@ class RunningReceiver:
         """Stop listening, end requests in flight with what they stored (idempotent)."""
         if not self._stopped:
             self._stopped = True
+            self._server.close()
             await self._runner.cleanup()
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=128)
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
 async def start(
@@ -235,14 +313,32 @@ async def start(
     port: int,
     ssl_context: ssl.SSLContext | None = None,
 ) -> RunningReceiver:
-    """Recover the store and serve on host:port (port 0 picks a free one)."""
+    """Recover the store and serve on host:port (port 0 picks a free one).
+
+    Connections go through a `ConnectionGuard` (request-head deadline, connection caps) in front
+    of aiohttp's protocol; aiohttp closes kept-alive connections idle for `keepalive_timeout`.
+    """
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
+    guard = ConnectionGuard(settings.connection_limits)
+    app[GUARD_KEY] = guard  # before setup: a started application is frozen
     await runner.setup()
     try:
+        guard.inner = runner.server
         sock = _listen_socket(host, port)
-        site = web.SockSite(runner, sock, ssl_context=ssl_context)
-        await site.start()
+        server = await asyncio.get_running_loop().create_server(
+            guard,
+            sock=sock,
+            ssl=ssl_context,
+            backlog=LISTEN_BACKLOG,
+            # The head deadline starts after the handshake: bound the handshake the same way.
+            ssl_handshake_timeout=settings.header_timeout if ssl_context is not None else None,
+        )
     except BaseException:
         await runner.cleanup()
         raise
@@ -250,4 +346,4 @@ async def start(
     scheme = "https" if ssl_context is not None else "http"
     url_host = f"[{host}]" if ":" in host else (host or "0.0.0.0")
     url = f"{scheme}://{url_host}:{actual_port}{settings.base_path}"
-    return RunningReceiver(url, actual_port, app, runner)
+    return RunningReceiver(url, actual_port, app, guard, runner, server)

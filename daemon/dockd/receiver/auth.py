@@ -7,11 +7,13 @@ Tokens file (`dockd serve --tokens FILE`, mode 0600 like a private key)::
 
 Every request except OPTIONS must then carry `Authorization: Bearer <token>` (else 401), and an
 upload belongs to the dock that created it: other docks get 404, as if it did not exist.
-Tokens are compared in constant time and never logged.
+Tokens are compared in constant time and never logged. With `--client-ca` the subject commonName
+of the verified client certificate names the dock instead (a token, if also sent, wins).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -85,3 +87,21 @@ class BearerAuth:
         if entry is None or not hmac.compare_digest(entry[0], presented):
             return None
         return entry[1]
+
+
+def certificate_identity(transport: asyncio.BaseTransport | None) -> str | None:
+    """The dock named by the verified client certificate: its subject's commonName.
+
+    Only meaningful with `--client-ca`, where the TLS handshake has already refused clients
+    without a certificate issued by that CA.
+    """
+    if transport is None:
+        return None
+    peer = transport.get_extra_info("peercert")
+    if not peer:
+        return None
+    for rdn in peer.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName" and _DOCK_ID.fullmatch(value):
+                return str(value)
+    return None

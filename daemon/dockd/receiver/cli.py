@@ -2,14 +2,17 @@
 
 Prints one line on stdout once it listens (`dockd serve: listening on URL`), logs through
 structlog on stderr, exits 0 after a graceful stop and 78 (EX_CONFIG) on a configuration or key
-file error, with one message naming the culprit.
+file error, with one message naming the culprit. Refuses to start anonymous or in clear text on a
+network address unless told so explicitly (`exposure.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import re
+import resource
 import signal
 import ssl
 import sys
@@ -19,8 +22,11 @@ import structlog
 
 from dockd import exitcodes, logs
 from dockd.crypto.keys import KeyFileError, load_signing_key
-from dockd.receiver.app import ReceiverSettings, start
+from dockd.receiver import exposure
+from dockd.receiver.app import LISTEN_BACKLOG, ReceiverSettings, start
 from dockd.receiver.auth import load_tokens
+from dockd.receiver.connections import install_accept_error_limiter
+from dockd.receiver.quota import Quotas
 from dockd.receiver.store import StoreError
 
 log = structlog.get_logger("dockd.receiver")
@@ -134,8 +140,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="URL path of the creation endpoint (default /files/)",
     )
     parser.add_argument(
+        "--public-origin",
+        metavar="URL",
+        help="scheme://host[:port] docks use, for Location behind a TLS-terminating proxy",
+    )
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve without --tokens/--client-ca (refused unless --listen is loopback)",
+    )
+    parser.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy)",
+    )
+    parser.add_argument(
+        "--max-uploads-per-dock",
+        type=_positive_int,
+        default=Quotas.max_uploads_per_dock,
+        metavar="N",
+        help=f"unfinished uploads one dock may hold (default {Quotas.max_uploads_per_dock})",
+    )
+    parser.add_argument(
+        "--max-reserved-per-dock",
+        type=parse_size,
+        default=Quotas.max_reserved_per_dock,
+        metavar="BYTES",
+        help="sum of Upload-Length of one dock's unfinished uploads (default 2T)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=parse_duration,
+        default=10.0,
+        metavar="DURATION",
+        help="close a connection whose request head is not complete after this (default 10s)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=parse_duration,
+        default=15.0,
+        metavar="DURATION",
+        help="close a kept-alive connection idle this long (default 15s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="concurrent connections, all clients together (default 1000)",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="concurrent connections from one client address (default 64)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -168,10 +237,37 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
             expire_after=args.expire_after,
             idle_timeout=args.idle_timeout,
             tokens=load_tokens(args.tokens) if args.tokens is not None else None,
+            client_cert_identity=args.client_ca is not None,
+            public_origin=args.public_origin.rstrip("/") if args.public_origin else None,
+            quotas=Quotas(
+                max_uploads_per_dock=args.max_uploads_per_dock,
+                max_reserved_per_dock=args.max_reserved_per_dock,
+            ),
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
         )
     except ValueError as exc:
         if isinstance(exc, KeyFileError):
             raise
+        raise ConfigError(str(exc)) from None
+
+
+def check_exposure(args: argparse.Namespace, host: str) -> list[str]:
+    """The startup policy (`exposure.py`), before any file is read or socket bound."""
+    try:
+        return exposure.check(
+            exposure.Exposure(
+                host=host,
+                tls=args.tls_cert is not None,
+                tokens=args.tokens is not None,
+                client_certs=args.client_ca is not None,
+                allow_anonymous=args.allow_anonymous,
+                allow_plaintext=args.allow_plaintext,
+            )
+        )
+    except exposure.ExposureError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -180,17 +276,50 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(level=args.log_level)
     try:
         host, port = parse_listen(args.listen)
+        warnings = check_exposure(args, host)
         settings = settings_from_args(args)
         ssl_context = _ssl_context(args)
     except (KeyFileError, ConfigError) as exc:
         print(f"dockd serve: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
+    for warning in warnings:
+        log.warning("receiver.exposure", warning=warning)
+    settings = _fit_descriptor_limit(settings)
     return asyncio.run(_serve(settings, host, port, ssl_context))
+
+
+def _fit_descriptor_limit(settings: ReceiverSettings) -> ReceiverSettings:
+    """Raise the soft RLIMIT_NOFILE to the hard one, and keep the connection cap below it.
+
+    Running out of descriptors makes accept() fail and starves the store's own files; a cap
+    that fits leaves the excess connections a clean 503 instead.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    # Kept back: a quarter (at least 64) for the store's files, threads and logs, plus one
+    # accept burst (asyncio accepts up to the listen backlog per loop pass, and a connection
+    # refused by the cap holds its descriptor until the 503 is written).
+    room = soft - max(64, soft // 4) - LISTEN_BACKLOG
+    if room > 0 and settings.max_connections > room:
+        log.warning(
+            "receiver.connection_cap_lowered",
+            requested=settings.max_connections,
+            used=room,
+            nofile=soft,
+        )
+        return dataclasses.replace(settings, max_connections=room)
+    return settings
 
 
 async def _serve(
     settings: ReceiverSettings, host: str, port: int, ssl_context: ssl.SSLContext | None
 ) -> int:
+    install_accept_error_limiter(asyncio.get_running_loop())
     try:
         running = await start(settings, host, port, ssl_context)
     except StoreError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from dockd.crypto import receipt
+from dockd.receiver.quota import LIMIT_HEADER
 from dockd.receiver.store import (
     CompletedUpload,
     CreationInfo,
@@ -56,12 +57,16 @@ class TusHandlers:
         registry: Registry,
         *,
         base_path: str,
+        public_origin: str | None = None,
         max_size: int,
         max_metadata_bytes: int,
         owners_enforced: bool,
     ) -> None:
         self._registry = registry
         self._base_path = base_path
+        # Behind a TLS-terminating proxy the request arrives as http://; Location must still
+        # name the URL docks reach, or they would be sent to a clear-text upload URL.
+        self._public_origin = public_origin
         self._max_size = max_size
         self._max_metadata_bytes = max_metadata_bytes
         self._owners_enforced = owners_enforced
@@ -117,12 +122,15 @@ class TusHandlers:
         if length > self._max_size:
             raise TusError(
                 413,
-                f"Upload-Length exceeds Tus-Max-Size {self._max_size}",
-                {"Tus-Max-Size": str(self._max_size)},
+                f"quota max-size: Upload-Length exceeds Tus-Max-Size {self._max_size}",
+                {"Tus-Max-Size": str(self._max_size), LIMIT_HEADER: "max-size"},
             )
         metadata = parse_metadata(
             headers.get("Upload-Metadata"), max_bytes=self._max_metadata_bytes
         )
+        dock = request.get(DOCK_KEY)
+        if self._owners_enforced:
+            _check_claimed_dock(metadata.as_text(), dock)
         with_body = request.content_type == OFFSET_CONTENT_TYPE
         if not with_body and _has_body(request):
             # An empty body with any type is fine (aiohttp's client sends octet-stream).
@@ -136,7 +144,7 @@ class TusHandlers:
             metadata_header=metadata.header,
             metadata=metadata.as_text(),
             created=rfc3339(dt.datetime.now(dt.UTC)),
-            dock=request.get(DOCK_KEY),
+            dock=dock,
         )
         upload = await self._registry.create(info)
         result = ChunkResult(upload.offset, upload.expires, upload.completed)
@@ -153,7 +161,8 @@ class TusHandlers:
                 # The upload exists whatever happened to the body: report how far it got,
                 # and the client continues with PATCH from there.
                 result = ChunkResult(upload.offset, upload.expires, upload.completed)
-        location = str(request.url.origin()) + self._base_path + upload.id
+        origin = self._public_origin or str(request.url.origin())
+        location = origin + self._base_path + upload.id
         return web.Response(status=201, headers={"Location": location, **_progress_headers(result)})
 
     # -- HEAD --
@@ -233,6 +242,22 @@ class TusHandlers:
         if isinstance(found, Tombstone):
             raise TusError(410, "upload expired")
         return found
+
+
+def _check_claimed_dock(metadata: Mapping[str, str | None], dock: str | None) -> None:
+    """Refuse metadata `dock` that names another dock than the authenticated one.
+
+    The sidecar's `dock` is always the authenticated identity; a client claiming to be another
+    dock is misconfigured or lying, and evidence must not carry a false origin (403).
+    """
+    if "dock" in metadata and metadata["dock"] != dock:
+        claimed = metadata["dock"]
+        shown = repr(claimed[:64]) if claimed is not None else "(not UTF-8)"
+        raise TusError(
+            403,
+            f"metadata dock {shown} is not the authenticated dock {dock!r}: "
+            "[dock] id and the credentials must name the same dock",
+        )
 
 
 def _has_body(request: web.Request) -> bool:

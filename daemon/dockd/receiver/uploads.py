@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockd.crypto import receipt
 from dockd.receiver.body import BodyWriter, Cutoff, Received, receive_body
+from dockd.receiver.quota import Quotas, Reservation, check_creation, free_bytes
 from dockd.receiver.store import (
     CompletedUpload,
     CreationInfo,
@@ -98,6 +99,11 @@ class ChunkResult:
     completed: CompletedUpload | None
 
 
+def _short(value: str | None) -> str | None:
+    """A client-supplied identifier (camera serial) cut to a length fit for a log line."""
+    return value[:64] if value is not None else None
+
+
 def _now_rfc3339() -> str:
     return rfc3339(dt.datetime.now(dt.UTC))
 
@@ -123,8 +129,10 @@ class Registry:
         *,
         expire_after: float,
         idle_timeout: float,
+        quotas: Quotas = Quotas(),  # noqa: B008 - frozen dataclass, safe to share
     ) -> None:
         self.store = store
+        self._quotas = quotas
         self._signing_key = signing_key
         self._expire_after = expire_after
         self._idle_timeout = idle_timeout
@@ -212,19 +220,31 @@ class Registry:
     # -- changes --
 
     async def create(self, info: CreationInfo) -> Upload:
-        """Durably create an upload; a zero-length one completes at once."""
+        """Durably create an upload within the quotas; a zero-length one completes at once."""
         expires = time.time() + self._expire_after
+        check_creation(
+            self._quotas,
+            dock=info.dock,
+            length=info.length,
+            unfinished=(
+                Reservation(u.info.dock, u.length, u.offset) for u in self._uploads.values()
+            ),
+            free=free_bytes(self.store.root),
+        )
+        upload = Upload(info, 0, expires, hasher=hashlib.sha256())
+        # Registered before the first await, so creations racing this one count it.
+        self._uploads[upload.id] = upload
         try:
             await run_blocking(self.store.create, info, expires)
         except OSError as exc:
-            raise _disk_error(exc, Upload(info, 0, expires), 0) from None
-        upload = Upload(info, 0, expires, hasher=hashlib.sha256())
-        self._uploads[upload.id] = upload
+            self._uploads.pop(upload.id, None)
+            raise _disk_error(exc, upload, 0) from None
         log.info(
             "upload.created",
             upload=upload.id,
             length=info.length,
             dock=info.dock,
+            camera=_short(info.metadata.get("camera")),
             metadata_keys=sorted(info.metadata),
         )
         if info.length == 0:

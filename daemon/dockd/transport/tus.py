@@ -10,7 +10,10 @@ Spec: https://tus.io/protocols/resumable-upload (1.0.0). What this client relies
   sha1), so a chunk damaged in flight is refused (460) and sent again instead of stored;
 - transient failures (5xx, 408/423/429, 460, timeouts, resets) are retried per request with
   jittered exponential backoff (see `retry.py`); everything else fails at once with an error
-  that says why, in words an operator can act on.
+  that says why, in words an operator can act on;
+- a refusal of the dock itself rather than of one request raises `ServerRefused`: 401/403 (its
+  credentials) or a quota (any response naming its limit in `Dockd-Limit`, even a 429 or 507
+  that would otherwise be transient; see docs/RECEIVER.md). Retrying soon cannot fix either.
 
 Header values (e.g. `Authorization`) are never logged or put into error messages.
 """
@@ -46,6 +49,7 @@ __all__ = [
     "OffsetConflict",
     "RetryPolicy",
     "ServerCapabilities",
+    "ServerRefused",
     "ServerRejected",
     "ServerUnavailable",
     "TusClient",
@@ -59,6 +63,9 @@ __all__ = [
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUM_STATUS = 460  # tus checksum extension: "Checksum Mismatch"
+# dockd serve names the quota behind a refusal here (max-size, uploads-per-dock, ...).
+LIMIT_HEADER = "Dockd-Limit"
+_CREDENTIAL_STATUSES = frozenset({401, 403})
 # Our preference among what the server offers; the spec obliges servers to offer sha1.
 _CHECKSUM_PREFERENCE = ("sha256", "sha1")
 # 501/505 are 5xx but say "never": retrying cannot make a server implement a method.
@@ -100,6 +107,19 @@ class ServerRejected(TusError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServerRefused(ServerRejected):
+    """The server refuses this dock, not this request: its credentials or one of its quotas.
+
+    `kind` is "credentials" (401/403) or "quota" (`limit` names which). Every clip would get the
+    same answer, so the dock waits the slow back-off between tries rather than the fast one.
+    """
+
+    def __init__(self, status: int, message: str, *, kind: str, limit: str | None = None) -> None:
+        super().__init__(status, message)
+        self.kind = kind
+        self.limit = limit
 
 
 class ServerUnavailable(TusError):
@@ -219,10 +239,13 @@ class TusClient:
             raise ValueError("upload length must not be negative")
         caps = await self.capabilities()
         if caps.max_size is not None and length > caps.max_size:
-            raise ServerRejected(
+            raise ServerRefused(
                 413,
-                f"upload of {length} bytes exceeds the server's Tus-Max-Size of {caps.max_size} "
-                f"bytes ({_redact(self._endpoint)}); nothing was sent",
+                f"server refuses: max-size (upload of {length} bytes exceeds the server's "
+                f"Tus-Max-Size of {caps.max_size} bytes at {_redact(self._endpoint)}; "
+                "nothing was sent)",
+                kind="quota",
+                limit="max-size",
             )
         headers = {"Upload-Length": str(length)}
         encoded = encode_metadata(metadata)
@@ -241,6 +264,14 @@ class TusClient:
         url = self._endpoint.join(URL(location))
         if url.scheme not in ("http", "https"):
             raise TusError(f"POST {_redact(self._endpoint)}: server gave a non-HTTP upload URL")
+        if self._endpoint.scheme == "https" and url.scheme != "https":
+            # The token and every byte would go in clear: typically a TLS-terminating proxy in
+            # front of a server that does not know its public URL (dockd serve --public-origin).
+            raise TusError(
+                f"POST {_redact(self._endpoint)}: server gave a plain http:// upload URL for an "
+                f"https:// endpoint ({_redact(url)}); not used. Behind a TLS proxy, the server "
+                "must know its public origin"
+            )
         return str(url)
 
     async def head(self, url: str) -> UploadState:
@@ -369,7 +400,8 @@ class TusClient:
                     excerpt = ""
                     if response.status >= 300:
                         excerpt = _sanitise(await response.content.read(_ERROR_EXCERPT_BYTES))
-                    if response.status in transient:
+                    # A named quota is a refusal, whatever its status (429 and 507 included).
+                    if response.status in transient and LIMIT_HEADER not in response.headers:
                         raise TransientFailure(
                             _status_text(response.status, excerpt),
                             _retry_after(response.headers),
@@ -405,6 +437,9 @@ class TusClient:
                 "it must be created again",
                 reply.status,
             )
+        refused = _refusal(method, where, reply)
+        if refused is not None:
+            return refused
         if reply.status == 412:
             offered = _clean(reply.headers.get("Tus-Version", "unknown"))
             return ServerRejected(
@@ -419,6 +454,29 @@ class TusClient:
         return ServerRejected(
             reply.status, f"{where}: server refused with {_status_text(reply.status, '')}{detail}"
         )
+
+
+def _refusal(method: str, where: str, reply: _Reply) -> ServerRefused | None:
+    """The dock's credentials or a quota refused, in words that say what to check."""
+    detail = f": {reply.excerpt}" if reply.excerpt else ""
+    limit = reply.headers.get(LIMIT_HEADER)
+    if limit is not None:
+        name = _clean(limit)[:40] or "unnamed limit"
+        return ServerRefused(
+            reply.status,
+            f"server refuses: {name} (HTTP {reply.status} to {where}{detail})",
+            kind="quota",
+            limit=name,
+        )
+    # A DELETE refused with 403 is about the upload (a completed one is kept as evidence).
+    if reply.status in _CREDENTIAL_STATUSES and method != "DELETE":
+        return ServerRefused(
+            reply.status,
+            f"server rejects this dock's credentials (HTTP {reply.status}): check [server] "
+            f"token_file (or client_cert) and [dock] id against the server's ({where}{detail})",
+            kind="credentials",
+        )
+    return None
 
 
 async def send(
