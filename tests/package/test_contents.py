@@ -75,3 +75,18 @@ def test_lintian_finds_no_error_or_warning(debs):
     )
     tags = [line for line in done.stdout.splitlines() if re.match(r"^[EW]: ", line)]
     assert done.returncode == 0 and not tags, done.stdout + done.stderr
+
+
+def test_maintainer_scripts_never_start_a_unit_and_an_upgrade_restarts_a_running_one(debs):
+    # No systemd runs in the test root, so the unit handling is read from the scripts dpkg runs.
+    postinst = control_file(debs.first, "postinst")
+    assert "deb-systemd-invoke start" not in postinst  # (not enabled: test_installed checks)
+    # Upgrade: the new version try-restarts what was running; nothing stops it beforehand, or it
+    # would stay stopped (debhelper's --no-start default).
+    assert "deb-systemd-invoke try-restart" in postinst
+    preinst = subprocess.run(
+        ["dpkg-deb", "--info", str(debs.first), "preinst"], capture_output=True, text=True
+    )
+    assert "stop" not in preinst.stdout
+    # Removal stops every unit of the package (debhelper leaves that out with --no-start).
+    assert "deb-systemd-invoke stop" in control_file(debs.first, "prerm")
