@@ -100,6 +100,9 @@ def test_purge_removes_the_package_and_keeps_custody_records_and_the_user(instal
     root = installed
     journal = root / "var" / "lib" / "dockd" / "journal.db"
     journal.write_bytes(b"stands in for the custody journal")
+    # A key the administrator put in /etc/dockd: dpkg does not know it, so purge must not take it.
+    key = root / "etc" / "dockd" / "dock-signing.key"
+    key.write_bytes(b"stands in for the dock's signing key")
     chroot(root, "apt-get", "purge", "-y", "-q", "dockd")
     # Gone: the program, its links, units, rule, conffile, permission overrides.
     for gone in (
@@ -108,12 +111,14 @@ def test_purge_removes_the_package_and_keeps_custody_records_and_the_user(instal
         "usr/bin/dockctl",
         "lib/systemd/system/dockd.service",
         "lib/udev/rules.d/99-dockd-cameras.rules",
-        "etc/dockd",
+        "etc/dockd/dockd.toml",
+        "run/dockd",
     ):
         assert not (root / gone).exists(), gone
     # (exit 1: no override left at all)
     assert "dockd" not in chroot(root, "dpkg-statoverride", "--list", check=False).stdout
     assert chroot(root, "dpkg-query", "-W", "dockd", check=False).returncode != 0
-    # Kept: the journal (signed receipts: evidence of custody) and the system user.
+    # Kept: the journal (signed receipts: evidence of custody), the key, the system user.
     assert journal.read_bytes() == b"stands in for the custody journal"
+    assert key.read_bytes() == b"stands in for the dock's signing key"
     assert chroot(root, "id", "-u", "dockd").returncode == 0
