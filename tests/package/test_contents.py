@@ -38,6 +38,8 @@ def test_the_package_installs_every_piece_a_station_needs(debs):
         "/usr/lib/tmpfiles.d/dockd.conf",
         "/etc/dockd/dockd.toml",
         "/opt/dockd/share/doc/DEPLOYMENT.md",
+        "/usr/share/man/man1/dockd.1.gz",
+        "/usr/share/man/man1/dockctl.1.gz",
     ]
     # Every unit in systemd/, including ones other branches add (dockd-serve.service).
     expected += [
