@@ -69,7 +69,7 @@ def make_root(root: Path, timings: dict[str, float]) -> None:
     )
     timings["debootstrap_s"] = time.monotonic() - started
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = tarball.with_suffix(".partial")
+    partial = tarball.with_suffix(f".partial-{os.getpid()}")  # concurrent runs: one file each
     subprocess.run(["tar", "-C", str(root), "-cpf", str(partial), "."], check=True)
     partial.replace(tarball)
 
