@@ -25,6 +25,10 @@ log = structlog.get_logger()
 
 FIRST_BACKOFF = 5.0
 MAX_BACKOFF = 300.0
+# The back-off starts again from FIRST_BACKOFF only after this long without a failure: a probe
+# (one small audit record) can fit where clip work does not, and a nearly full disk must not make
+# the status and the alert flap every few seconds.
+CALM_SECONDS = 300.0
 # sqlite3 result codes (primary, the low byte of an extended code)
 _SQLITE_IOERR = 10
 _SQLITE_FULL = 13
@@ -50,6 +54,7 @@ class StorageHealth:
         self.problem: str | None = None
         self._backoff = FIRST_BACKOFF
         self._until = 0.0
+        self._last_failure = float("-inf")
 
     def free_bytes(self) -> int | None:
         try:
@@ -73,9 +78,13 @@ class StorageHealth:
             if full
             else f"dock storage failing: {where}: {exc}; nothing is lost; check the disk"
         )
+        now = time.monotonic()
+        if now - self._last_failure > CALM_SECONDS:
+            self._backoff = FIRST_BACKOFF
+        self._last_failure = now
         first = self._until == 0.0
         # At most one event per back-off, however many clip tasks hit the same wall.
-        if first or time.monotonic() >= self._until:
+        if first or now >= self._until:
             log.error(
                 "dock.storage_failed",
                 reason=self.problem,
@@ -99,6 +108,5 @@ class StorageHealth:
             return
         log.info("dock.storage_recovered", was=self.problem, free_bytes=self.free_bytes())
         self.problem = None
-        self._backoff = FIRST_BACKOFF
-        self._until = 0.0
+        self._until = 0.0  # the back-off itself shrinks only after CALM_SECONDS without failure
         self.metrics.storage_ok.set(1)

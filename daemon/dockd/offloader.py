@@ -284,8 +284,10 @@ class Offloader:
             camera.serial, found.rel_path, ident.size, ident.mtime_ns, ident.ctime_ns
         )
         if live is not None:
-            moved = live.state is State.DISCOVERED and live.session != camera.session
-            if moved or live.ctime_ns is None:
+            # Only a row not read yet may take the identity of the file there now. A row read at
+            # an earlier docking (or before ctime was recorded) keeps its old session, so its
+            # wipe proves sameness by content: binding it to today's file would skip that proof.
+            if live.state is State.DISCOVERED and live.session != camera.session:
                 journal.seen_in_session(
                     live.id, camera.session, ident.dev, ident.ino, camera.bay, ident.ctime_ns
                 )

@@ -114,3 +114,39 @@ def test_wipe_refuses_a_clip_whose_data_has_another_name(clip):
     assert clip.exists() and other.exists()
     [found] = scan_camera(clip.parent.parent, ["DCIM/*.MP4"]).clips
     assert found.nlink == 2
+
+
+def test_a_writer_that_opens_during_the_wipe_check_keeps_its_data(clip, monkeypatch):
+    """Found in review: a writer's open() during the check is not refused, it waits on our lease
+    and then writes into whatever we did meanwhile. The wipe must see it coming and keep the file."""
+    import threading
+
+    from dockd.devices.writers import WriterPresent
+
+    expected = FileIdentity.from_stat(os.stat(clip))
+    entered = threading.Event()
+    original = FileIdentity.differs_from
+
+    def slow_check(self, found):  # runs inside the lease, before the unlink
+        entered.set()
+        time.sleep(1.0)
+        return original(self, found)
+
+    monkeypatch.setattr(FileIdentity, "differs_from", slow_check)
+    outcome: dict[str, object] = {}
+
+    def wipe() -> None:
+        try:
+            wipe_clip(clip.parent.parent, b"DCIM/A.MP4", expected)
+            outcome["wiped"] = True
+        except WriterPresent as exc:
+            outcome["deferred"] = exc
+
+    thread = threading.Thread(target=wipe)
+    thread.start()
+    assert entered.wait(5)
+    code = "import sys; f=open(sys.argv[1],'ab'); f.write(b'APPENDED'); f.close()"
+    subprocess.run([sys.executable, "-c", code, str(clip)], check=True, timeout=60)
+    thread.join(10)
+    assert "deferred" in outcome, outcome
+    assert clip.read_bytes() == b"x" * 1000 + b"APPENDED"  # the writer's bytes are on the camera

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from dockd.devices.globs import GlobSet, States
-from dockd.devices.writers import has_writer, write_lease
+from dockd.devices.writers import WriterCheck, WriterPresent, write_lease
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. O_NOCTTY: a tty
@@ -348,7 +348,7 @@ def _unlink_if_unchanged(parent_fd: int, name: bytes, expected: FileIdentity) ->
         raise ClipReplaced(f"{_file_type(st.st_mode)} where the clip was")
     fd, opened = _open_regular(parent_fd, name)
     try:
-        with write_lease(fd):
+        with write_lease(fd) as lease:
             found = FileIdentity.from_stat(os.fstat(fd))
             if changed := expected.differs_from(found):
                 raise ClipReplaced(
@@ -365,6 +365,13 @@ def _unlink_if_unchanged(parent_fd: int, name: bytes, expected: FileIdentity) ->
             now = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
             if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
                 raise ClipReplaced("file replaced during the wipe check")
+            # Last look, immediately before the unlink: a writer that began opening the file
+            # during the checks (it waits on our lease), or a name linked meanwhile (link(2) does
+            # not break a lease), would otherwise lose its data with the unlink.
+            if not lease.intact():
+                raise WriterPresent("a process began opening the clip for writing during the wipe")
+            if os.fstat(fd).st_nlink > 1:
+                raise HardLinked("a second name was linked to the clip during the wipe: not wiped")
             os.unlink(name, dir_fd=parent_fd)
     finally:
         os.close(fd)
@@ -483,6 +490,7 @@ class _Walk:
     skipped: list[Skipped] = field(default_factory=list)
     entries_seen: int = 0
     truncated: bool = False
+    has_writer: WriterCheck = field(default_factory=WriterCheck)  # one /proc index per scan
 
     def skip(self, rel: Sequence[bytes], reason: str) -> None:
         self.skipped.append(Skipped(b"/".join(rel), reason))
@@ -563,7 +571,7 @@ class _Walk:
             self.skip(rel, _unreadable(exc))
             return
         try:
-            writing = has_writer(fd)
+            writing = self.has_writer(fd)
         except OSError as exc:
             self.skip(rel, _unreadable(exc))
             return
