@@ -325,19 +325,15 @@ async def start(
         handle_signals=False,
         keepalive_timeout=settings.keepalive_timeout,
     )
-    guard = ConnectionGuard(settings.connection_limits)
+    # TLS is the guard's to do, after it has counted the socket (see receiver/connections.py).
+    guard = ConnectionGuard(settings.connection_limits, ssl_context)
     app[GUARD_KEY] = guard  # before setup: a started application is frozen
     await runner.setup()
     try:
         guard.inner = runner.server
         sock = _listen_socket(host, port)
         server = await asyncio.get_running_loop().create_server(
-            guard,
-            sock=sock,
-            ssl=ssl_context,
-            backlog=LISTEN_BACKLOG,
-            # The head deadline starts after the handshake: bound the handshake the same way.
-            ssl_handshake_timeout=settings.header_timeout if ssl_context is not None else None,
+            guard, sock=sock, backlog=LISTEN_BACKLOG
         )
     except BaseException:
         await runner.cleanup()

@@ -10,8 +10,14 @@ request head one byte at a time, holds a socket (and a file descriptor) for as l
   from the first byte of the next request on a kept-alive connection, until the blank line that
   ends the head arrives. Missing it closes the connection (408 if some of a head arrived).
   Bodies are not its business: the receiver cuts off a stalled body itself (`--idle-timeout`);
-* caps on concurrent connections, in total and per client address: a connection over a cap gets
-  503 and is closed at once, before aiohttp sees it.
+* caps on concurrent connections, in total and per client address (an IPv6 client counts per
+  /64, the block one host is usually given; IPv4-mapped addresses count as IPv4): a connection
+  over a cap gets 503 (closed at once, before aiohttp sees it).
+
+With TLS the guard sits below the handshake: the listener is plain TCP, the caps count the socket
+from its accept and the head deadline runs from then too, and the guard upgrades the connection
+itself (`loop.start_tls`). Letting asyncio do TLS in `create_server` would call the guard only
+after the handshake, so silent sockets would escape both the caps and the deadline.
 
 Between requests on a kept-alive connection aiohttp's own `keepalive_timeout` applies. The
 middleware tells the guard when a request has been answered (`request_done`), so the next head
@@ -21,6 +27,8 @@ gets a fresh deadline.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -70,10 +78,24 @@ class RateLimitedLog:
         log.error(event, suppressed=self._hidden.pop(event, 0), **fields)
 
 
+def address_key(host: str) -> str:
+    """What one client is, for the per-address cap: the IPv4 address, or the IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class ConnectionGuard:
     """Protocol factory wrapping aiohttp's: counts connections and enforces the head deadline."""
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # TLS is done by the guard, after admission
         # aiohttp's protocol factory (`AppRunner.server`), set once the runner is set up.
         self.inner: Callable[[], asyncio.Protocol] | None = None
         self.limits = limits
@@ -105,11 +127,13 @@ class ConnectionGuard:
         else:
             self.active += 1
             self.by_address[address] += 1
-            self._by_transport[id(protocol.transport)] = protocol
             return True
         self.refused += 1
         self.warnings.error("connection.refused", cap=cap, peer=address, active=self.active)
         return False
+
+    def _register(self, protocol: _GuardedProtocol, transport: asyncio.BaseTransport) -> None:
+        self._by_transport[id(transport)] = protocol
 
     def _release(self, protocol: _GuardedProtocol) -> None:
         self.active -= 1
@@ -131,6 +155,12 @@ class _GuardedProtocol(asyncio.Protocol):
         self._reading_head = True  # between requests, or inside a head
         self._tail = b""  # last bytes seen, so a head end split across reads is found
         self._partial = False  # some of a head has arrived
+        self._admitted = False  # counted by the guard (released exactly once)
+        self._handshake: asyncio.Task[None] | None = None
+        # Decrypted bytes that arrive between the end of the TLS handshake and start_tls
+        # returning (the client sends its request at once): kept for aiohttp's protocol.
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     # -- asyncio.Protocol --
 
@@ -138,18 +168,62 @@ class _GuardedProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        self.address = address_key(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
         if not self._guard._admit(self):
-            transport.write(_REFUSED)
+            if self._guard.ssl_context is None:  # a TLS client could not read a plain 503
+                transport.write(_REFUSED)
             transport.close()
             return
+        self._admitted = True
+        self._arm()  # from the accept: covers the TLS handshake and the first head
+        if self._guard.ssl_context is None:
+            self._start_inner(transport)
+        else:
+            transport.pause_reading()  # the ClientHello waits for the TLS layer (start_tls resumes)
+            self._handshake = asyncio.get_running_loop().create_task(self._upgrade(transport))
+
+    async def _upgrade(self, transport: asyncio.Transport) -> None:
+        assert self._guard.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,
+                self,
+                self._guard.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self._guard.limits.header_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            transport.close()
+            self._release_once()
+            return
+        if tls is None or tls.is_closing():
+            self._release_once()
+            return
+        self._start_inner(tls)
+
+    def _start_inner(self, transport: asyncio.Transport) -> None:
         assert self._guard.inner is not None, "ConnectionGuard.inner is set before serving"
+        self.transport = transport
+        self._guard._register(self, transport)
         self._inner = self._guard.inner()
-        self._arm()
         self._inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof:
+            self.eof_received()
+
+    def _release_once(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self._disarm()
+            self._guard._release(self)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
+            if self._admitted and sum(map(len, self._early)) < 1 << 16:
+                self._early.append(data)
             return
         if self._reading_head:
             if self._deadline is None:  # first byte of the next request on a kept-alive one
@@ -163,12 +237,15 @@ class _GuardedProtocol(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
+        if self._inner is None:
+            self._early_eof = self._admitted
+            return True  # keep the transport open until aiohttp's protocol has seen the bytes
+        return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._release_once()
         if self._inner is not None:
-            self._guard._release(self)
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
