@@ -1,7 +1,7 @@
 """Observe the durable steps of real code, in the order they happen.
 
 `SyncRecorder` wraps the os calls that make data durable or visible (fsync, fdatasync, rename,
-replace, unlink) and records each with the path it acted on, resolved from the descriptor at
+replace, unlink/remove) and records each with the path it acted on, resolved from the descriptor at
 call time; it also records the journal's COMMITs (with the clip state the transaction set) and
 the receiver's responses. Tests then assert the order of those events: the order is the
 invariant (data synced before the offset that covers it is committed, before the client hears
@@ -85,6 +85,7 @@ class SyncRecorder:
         monkeypatch.setattr(os, "rename", mover(real_rename))
         monkeypatch.setattr(os, "replace", mover(real_replace))
         monkeypatch.setattr(os, "unlink", unlink)
+        monkeypatch.setattr(os, "remove", unlink)  # the same call under its other name
         return self
 
     def watch_connection(self, conn: sqlite3.Connection) -> None:
