@@ -203,7 +203,18 @@ def main() -> int:
         "every cycle. The tests fail on any non-zero value in those columns, so a table that renders at all"
     )
     print("has zeros there; the seeds are in the test output (DOCKD_TEST_SEED replays one).")
+    _print_kept_sections()
     return 0 if failed == 0 else 1
+
+
+def _print_kept_sections() -> None:
+    """Sections maintained by hand or by other tools (docs/reliability/*.md, in name order):
+    this script rewrites docs/RELIABILITY.md whole, so they live there and are appended."""
+    folder = Path(__file__).resolve().parent.parent / "docs" / "reliability"
+    for section in sorted(folder.glob("*.md")):
+        if section.name != "README.md":
+            print()
+            print(section.read_text().rstrip("\n"))
 
 
 if __name__ == "__main__":
