@@ -207,3 +207,16 @@ async def test_journal_is_synchronous_full_and_wipe_follows_durable_records(
         f"WIPED committed (event {wiped}) before the unlink was durable (event {dir_synced})\n"
         + recorder.dump()
     )
+
+
+def test_a_journal_dockd_creates_is_durable_before_it_is_used(tmp_path, monkeypatch):
+    """Found by the power-loss tests: a state_dir that dockd created itself (no systemd
+    StateDirectory=) could vanish in a power cut with the journal in it."""
+    from dockd.journal import Journal
+
+    recorder = SyncRecorder().install(monkeypatch)
+    state_dir = tmp_path / "var" / "lib" / "dockd"
+    Journal.open(state_dir).close()
+    synced = [e.path for e in recorder.events if e.kind == "fsync"]
+    for directory in (tmp_path, tmp_path / "var", tmp_path / "var" / "lib", state_dir):
+        assert str(directory) in synced, f"{directory} not fsync'd after dockd created it"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dockd.durable import fsync_dir
 from dockd.journal import schema
 from dockd.journal.custody import CustodyRecords
 from dockd.journal.machine import ClipTransitions
@@ -54,7 +55,7 @@ class Journal(ClipQueries, ClipTransitions, OperatorActions, CustodyRecords):
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
         """Open (creating or migrating) `state_dir/journal.db`; refuse a damaged or foreign one."""
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        made = _make_dirs(state_dir)
         path = state_dir / "journal.db"
         # Only a journal that does not exist yet may be created. SQLite takes a damaged file
         # shorter than one page (or a lone WAL) for an empty database; creating a schema there
@@ -65,7 +66,24 @@ class Journal(ClipQueries, ClipTransitions, OperatorActions, CustodyRecords):
         )
         sealer = Sealer.from_key_file(state_dir / "journal.key")
         conn = schema.connect(path)
+        if fresh or made:
+            # A new state_dir, key file and database exist durably before the first clip is
+            # touched: found by the power-loss tests, where a cut lost a journal whose directory
+            # dockd had just created, while a clip it recorded as wiped was gone from the camera.
+            for directory in [*made, state_dir]:
+                fsync_dir(directory)
         journal = cls(conn, sealer, path)
         if schema.migrate(conn, path, fresh=fresh):
             journal._anchor()
         return journal
+
+
+def _make_dirs(state_dir: Path) -> list[Path]:
+    """mkdir -p, returning the parents of the directories it created (whose entries to sync)."""
+    missing = []
+    cursor = state_dir
+    while not cursor.exists():
+        missing.append(cursor)
+        cursor = cursor.parent
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    return [d.parent for d in reversed(missing)]
