@@ -100,3 +100,58 @@ def test_tampered_or_foreign_receipt_fails():
             receipt.verify(bad, key.public_key())
     with pytest.raises(receipt.ReceiptError, match="does not verify"):
         receipt.verify(header, Ed25519PrivateKey.generate().public_key())
+
+
+def _forged(key, **fields):
+    """A receipt whose signature is genuine but whose fields are whatever the signer wrote."""
+    import base64
+    import json
+
+    from dockd.crypto import receipt as receipt_module
+
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    signature = key.sign(receipt_module._CONTEXT + payload)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return f"v1.{b64(payload)}.{b64(signature)}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"v": 2},
+        {"upload": ""},
+        {"upload": 7},
+        {"length": -1},
+        {"length": True},
+        {"length": "300"},
+        {"length": 1.5},
+        {"sha256": "A" * 64},
+        {"sha256": "a" * 63},
+        {"sha256": "g" * 64},
+        {"completed": None},
+        {"kid": None},
+    ],
+    ids=repr,
+)
+def test_a_genuinely_signed_receipt_with_a_malformed_field_is_refused(change):
+    """Every field is checked on its own: one bad field is enough (a signer bug or a hostile
+    server must not get a receipt through by getting the others right)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dockd.crypto import receipt as receipt_module
+
+    key = Ed25519PrivateKey.generate()
+    fields = {
+        "v": 1,
+        "upload": "abc",
+        "length": 300,
+        "sha256": "a" * 64,
+        "completed": "2026-11-29T00:00:00Z",
+        "kid": receipt_module.key_id(key.public_key()),
+    }
+    good = receipt_module.verify(_forged(key, **fields), key.public_key())
+    assert good.matches(upload="abc", length=300, sha256="a" * 64)
+    with pytest.raises(receipt_module.ReceiptError):
+        receipt_module.verify(_forged(key, **{**fields, **change}), key.public_key())
