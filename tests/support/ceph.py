@@ -20,6 +20,9 @@ Why the configuration is what it is (each line was needed on a 2-core VM):
 * `osd objectstore = memstore` with `memstore device bytes` as the cap: no disk format step, an
   S3 endpoint in seconds; the OSD's RAM grows with the data stored (so size the cap to the test).
   `objectstore="bluestore"` instead puts a sparse file of that size in the temp dir (slower start).
+* `osd client watch timeout = 5`: a SIGKILLed radosgw leaves its watches on RGW's control
+  objects; until they time out (default 30 s) every metadata change (CreateBucket) of the
+  restarted gateway waits for the dead one to acknowledge its cache notification.
 * `rgw lc debug interval = 10`: a lifecycle "day" lasts 10 s, so "expire after 1 day" is testable;
   `rgw enable lc threads` keeps the lifecycle worker on.
 * `PR_SET_PDEATHSIG`: every daemon gets SIGKILL if the test process dies without calling stop(),
@@ -296,6 +299,7 @@ osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 mon max pg per osd = 1000
 osd crush chooseleaf type = 0
+osd client watch timeout = 5
 osd objectstore = {self.objectstore}
 {store_lines}
 
