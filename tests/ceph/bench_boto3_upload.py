@@ -5,9 +5,11 @@ data, uploads one file with boto3's managed transfer (multipart, 8 MiB parts) on
 concurrency given, checks the stored length, and prints MB/s (10^6 bytes per second).
 
     .venv/bin/python tests/ceph/bench_boto3_upload.py                 # 1 GiB, concurrency 1 and 10
-    .venv/bin/python tests/ceph/bench_boto3_upload.py --size-mib 256 --concurrency 4 --bluestore
+    .venv/bin/python tests/ceph/bench_boto3_upload.py --size-mib 256 --concurrency 4 --memstore
 
 Concurrency 10 is boto3's default; 1 is how a tus upload arrives (one PATCH after another).
+The OSD is bluestore on a sparse file by default: memstore holds the data in the OSD's RAM at
+~1.6x its size (3.2 GiB RSS for 2 GiB stored) and was no faster here.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--bluestore", action="store_true", help="OSD on a sparse file, not RAM")
+    parser.add_argument("--memstore", action="store_true", help="OSD data in RAM, not a file")
     args = parser.parse_args()
     size = args.size_mib * MiB
     # RGW's garbage collector frees nothing for hours, so every run's bytes stay in the OSD.
@@ -50,7 +52,7 @@ def main() -> None:
         source = Path(scratch) / "payload.bin"
         write_random_file(source, size)
         cluster = CephCluster(
-            objectstore="bluestore" if args.bluestore else "memstore", store_bytes=capacity
+            objectstore="memstore" if args.memstore else "bluestore", store_bytes=capacity
         )
         endpoint = cluster.start()
         print(f"ceph up in {cluster.timings['start_s']:.1f} s ({cluster.objectstore})")
