@@ -3,10 +3,12 @@
 Tests here carry the `ceph` marker, which the default addopts exclude; run them with
 `scripts/test -m ceph` (or `.venv/bin/pytest tests/ceph -m ceph`) after `scripts/setup --ceph`.
 The cluster's start time, stop time and daemon RSS go to the end-of-run summary.
+DOCKD_CEPH_OBJECTSTORE=bluestore puts the OSD on a sparse file instead of in RAM (memstore).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -38,9 +40,9 @@ def s3_config(**overrides: Any) -> AioConfig:
 
 @pytest.fixture(scope="session")
 def ceph() -> Iterator[CephCluster]:
-    cluster = CephCluster()
+    cluster = CephCluster(objectstore=os.environ.get("DOCKD_CEPH_OBJECTSTORE", "memstore"))
     cluster.start()
-    _measured["ceph start (s)"] = f"{cluster.timings['start_s']:.1f}"
+    _measured[f"ceph start, {cluster.objectstore} (s)"] = f"{cluster.timings['start_s']:.1f}"
     try:
         yield cluster
     finally:
@@ -49,7 +51,13 @@ def ceph() -> Iterator[CephCluster]:
             f"{name} {size / 2**20:.0f}" for name, size in sorted(rss.items())
         )
         cluster.stop()
-        _measured["ceph stop (s)"] = f"{cluster.timings['stop_s']:.1f}"
+        _measured["ceph stop (s)"] = (
+            ", ".join(
+                f"{name} {cluster.timings[f'stop_{name}_s']:.1f}" for name in ("rgw", "osd", "mon")
+            )
+            + f"; total {cluster.timings['stop_s']:.1f}"
+        )
+        _measured["daemon exit codes"] = str(cluster.exit_codes)
 
 
 @pytest.fixture(scope="session")

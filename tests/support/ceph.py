@@ -3,9 +3,9 @@
 `CephCluster` runs Debian's `ceph-mon`, `ceph-osd` and `radosgw` (16.2.x on bookworm; installed by
 `scripts/setup --ceph`) as child processes in a temporary directory, on 127.0.0.1 only, and creates
 an S3 user with `radosgw-admin`. `start()` returns the `S3Endpoint` (URL, keys, region);
-`stop()` stops every daemon by PID (SIGTERM to all at once, SIGKILL after a bound) and removes the
-directory. `kill_rgw()` / `start_rgw()` let a test crash the gateway and bring it back on the same
-port over the same cluster.
+`stop()` stops every daemon by PID (SIGTERM, SIGKILL after a bound; radosgw, then the OSD, then
+the mon, since each needs the next to exit cleanly) and removes the directory. `kill_rgw()` /
+`start_rgw()` let a test crash the gateway and bring it back on the same port, same cluster.
 
 Why the configuration is what it is (each line was needed on a 2-core VM):
 
@@ -112,7 +112,7 @@ class CephCluster:
         store_bytes: int = 2 * GiB,
         lc_debug_interval: int = 10,
         start_timeout: float = 60.0,
-        stop_timeout: float = 10.0,
+        stop_timeout: float = 20.0,
         root: Path | None = None,
     ) -> None:
         if objectstore not in ("memstore", "bluestore"):
@@ -129,6 +129,7 @@ class CephCluster:
         self.rgw_port = 0
         self.endpoint: S3Endpoint | None = None
         self.timings: dict[str, float] = {}
+        self.exit_codes: dict[str, int] = {}  # filled by stop(): 0 = clean exit, -9 = killed
         self._daemons: dict[str, _Daemon] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -154,21 +155,30 @@ class CephCluster:
         return self.endpoint
 
     def stop(self) -> None:
-        """SIGTERM every daemon at once, SIGKILL what is left after `stop_timeout`, remove the dir."""
+        """Stop the daemons by PID in dependency order, then remove the directory.
+
+        Each gets SIGTERM and, after `stop_timeout`, SIGKILL. The order matters: radosgw needs
+        the OSD and mon to shut down (without the OSD it hangs until killed), and the OSD exits
+        at once while the mon is there to mark it down (5 s without). So radosgw first (~5 s:
+        it joins its lifecycle threads, which sleep in 5 s steps), then the OSD, then the mon.
+        """
         began = time.monotonic()
-        running = [
-            d.process for d in self._daemons.values() if d.process and d.process.poll() is None
-        ]
-        for process in running:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        for process in running:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for name in ("rgw", "osd", "mon"):
+            daemon = self._daemons.get(name)
+            if daemon is None or daemon.process is None:
+                continue
+            process = daemon.process
+            phase_began = time.monotonic()
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            self.exit_codes[name] = process.returncode
+            self.timings[f"stop_{name}_s"] = time.monotonic() - phase_began
         self.timings["stop_s"] = time.monotonic() - began
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -251,9 +261,8 @@ class CephCluster:
         return self._run(["ceph", "-c", str(self.conf), "--connect-timeout", "10", *args], timeout)
 
     def radosgw_admin(self, *args: str, timeout: float = 60.0) -> str:
-        return self._run(
-            ["radosgw-admin", "-c", str(self.conf), "-n", "client.rgw", *args], timeout
-        )
+        # As client.admin, not client.rgw: the same name would fight radosgw for its admin socket.
+        return self._run(["radosgw-admin", "-c", str(self.conf), *args], timeout)
 
     # ---- internals ----------------------------------------------------------------------------
 
