@@ -70,8 +70,9 @@ S3ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 
 
 @pytest.fixture
-def make_s3(endpoint: S3Endpoint) -> S3ClientFactory:
+def make_s3(ceph: CephCluster, endpoint: S3Endpoint) -> S3ClientFactory:
     """`async with make_s3(**config_overrides) as client`: an aiobotocore S3 client for the RGW."""
+    ceph.ensure_rgw()  # one test crashing the shared gateway must not fail the ones after it
 
     def create(**overrides: Any) -> AbstractAsyncContextManager[Any]:
         return get_session().create_client(

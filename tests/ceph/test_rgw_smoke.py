@@ -178,6 +178,30 @@ async def test_if_none_match_star_refuses_overwrite_only_on_an_unversioned_bucke
     assert second["VersionId"] != first["VersionId"]
 
 
+async def test_if_match_on_put_wants_the_unquoted_etag_and_never_passes_on_a_versioned_bucket(
+    s3: Any, locked_bucket: str
+) -> None:
+    # RGW 16.2 compares PUT's If-Match with the ETag without its quotes: the quoted form that
+    # S3 returns (and AWS accepts) fails. On a versioned bucket every PUT If-Match fails, so
+    # neither conditional PUT works on the evidence bucket. (HEAD/GET If-Match take either.)
+    plain = f"plain-if-match-{locked_bucket}"
+    await s3.create_bucket(Bucket=plain)
+    etag = (await s3.put_object(Bucket=plain, Key="k", Body=b"first"))["ETag"]
+    with pytest.raises(ClientError) as quoted:
+        await s3.put_object(Bucket=plain, Key="k", Body=b"second", IfMatch=etag)
+    assert refusal(quoted) == (412, "PreconditionFailed")
+    await s3.put_object(Bucket=plain, Key="k", Body=b"second", IfMatch=etag.strip('"'))
+    assert await read_all(s3, plain, "k") == b"second"
+
+    etag = (await s3.put_object(Bucket=locked_bucket, Key="k", Body=b"first"))["ETag"]
+    for form in (etag, etag.strip('"')):
+        with pytest.raises(ClientError) as refused:
+            await s3.put_object(Bucket=locked_bucket, Key="k", Body=b"second", IfMatch=form)
+        assert refusal(refused) == (412, "PreconditionFailed")
+    await s3.head_object(Bucket=locked_bucket, Key="k", IfMatch=etag)
+    await s3.head_object(Bucket=locked_bucket, Key="k", IfMatch=etag.strip('"'))
+
+
 async def test_legal_hold_blocks_deleting_that_version_until_released(
     s3: Any, locked_bucket: str
 ) -> None:

@@ -19,6 +19,9 @@ Why the configuration is what it is (each line was needed on a 2-core VM):
   `mon max pg per osd` so RGW's pools fit on one OSD.
 * `osd objectstore = memstore` with `memstore device bytes` as the cap: no disk format step, an
   S3 endpoint in seconds; the OSD's RAM grows with the data stored (so size the cap to the test).
+  memstore writes its data out only on a clean OSD shutdown, so a killed OSD loses everything:
+  a test of durability across an OSD crash needs bluestore. Crashing and restarting radosgw
+  (`kill_rgw`/`start_rgw`) loses nothing with either.
   `objectstore="bluestore"` instead puts a sparse file of that size in the temp dir (slower start).
 * `osd client watch timeout = 5`: a SIGKILLed radosgw leaves its watches on RGW's control
   objects; until they time out (default 30 s) every metadata change (CreateBucket) of the
@@ -219,6 +222,12 @@ class CephCluster:
             f"radosgw on 127.0.0.1:{self.rgw_port}\n{self.log_tail('rgw')}",
         )
         self.timings["rgw_up_s"] = time.monotonic() - began
+
+    def ensure_rgw(self) -> None:
+        """Start radosgw again if it is not running (a test that crashed it may have failed)."""
+        process = self._daemons["rgw"].process
+        if process is None or process.poll() is not None:
+            self.start_rgw()
 
     def kill_rgw(self) -> None:
         """SIGKILL radosgw (a crash, not a shutdown) and reap it."""
