@@ -8,6 +8,7 @@ Ceph upgrade that changes them fails here rather than in court.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import time
@@ -359,3 +360,36 @@ async def test_default_botocore_checksums_round_trip_on_rgw_16(
         )
         assert await read_all(client, locked_bucket, "crc/put") == data
         assert await read_all(client, locked_bucket, "crc/mpu") == data
+
+
+async def test_rgw_verifies_content_md5_but_not_x_amz_checksum(s3: Any, locked_bucket: str) -> None:
+    # The only integrity check RGW 16.2 makes on what it receives is Content-MD5 (on PUT and on
+    # UploadPart): a wrong one is refused with 400 BadDigest. A wrong x-amz-checksum-sha256 is
+    # stored without a word, and no checksum comes back. The backend can send Content-MD5 per
+    # part to have RGW check the bytes it acknowledges; its own SHA-256 remains the receipt's.
+    def b64(digest: bytes) -> str:
+        return base64.b64encode(digest).decode()
+
+    other_md5 = b64(hashlib.md5(b"other bytes").digest())  # S3's format, not security
+    with pytest.raises(ClientError) as put:
+        await s3.put_object(Bucket=locked_bucket, Key="md5/put", Body=b"data", ContentMD5=other_md5)
+    assert refusal(put) == (400, "BadDigest")
+    upload = await s3.create_multipart_upload(Bucket=locked_bucket, Key="md5/mpu")
+    with pytest.raises(ClientError) as part:
+        await s3.upload_part(
+            Bucket=locked_bucket,
+            Key="md5/mpu",
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            Body=b"data",
+            ContentMD5=other_md5,
+        )
+    assert refusal(part) == (400, "BadDigest")
+
+    wrong_sha256 = b64(hashlib.sha256(b"other bytes").digest())
+    stored = await s3.put_object(
+        Bucket=locked_bucket, Key="md5/sha", Body=b"data", ChecksumSHA256=wrong_sha256
+    )
+    assert not [name for name in stored if name.startswith("Checksum")]
+    head = await s3.head_object(Bucket=locked_bucket, Key="md5/sha", ChecksumMode="ENABLED")
+    assert not [name for name in head if name.startswith("Checksum")]
