@@ -71,16 +71,17 @@ S3ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 
 @pytest.fixture
 def make_s3(ceph: CephCluster, endpoint: S3Endpoint) -> S3ClientFactory:
-    """`async with make_s3(**config_overrides) as client`: an aiobotocore S3 client for the RGW."""
+    """`async with make_s3(**config_overrides) as client`: an aiobotocore S3 client for the
+    session's RGW, or for another cluster's with `make_s3(target=other.endpoint)`."""
     ceph.ensure_rgw()  # one test crashing the shared gateway must not fail the ones after it
 
-    def create(**overrides: Any) -> AbstractAsyncContextManager[Any]:
+    def create(target: S3Endpoint = endpoint, **overrides: Any) -> AbstractAsyncContextManager[Any]:
         return get_session().create_client(
             "s3",
-            endpoint_url=endpoint.url,
-            region_name=endpoint.region,
-            aws_access_key_id=endpoint.access_key,
-            aws_secret_access_key=endpoint.secret_key,
+            endpoint_url=target.url,
+            region_name=target.region,
+            aws_access_key_id=target.access_key,
+            aws_secret_access_key=target.secret_key,
             config=s3_config(**overrides),
         )
 

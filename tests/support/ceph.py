@@ -134,6 +134,7 @@ class CephCluster:
         self.timings: dict[str, float] = {}
         self.exit_codes: dict[str, int] = {}  # filled by stop(): 0 = clean exit, -9 = killed
         self._daemons: dict[str, _Daemon] = {}
+        self._osd_id = "0"
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -235,6 +236,27 @@ class CephCluster:
         assert process is not None
         process.kill()
         process.wait()
+
+    # ---- the OSD, which a durability test crashes and restarts -----------------------------
+
+    def start_osd(self) -> None:
+        """Start the OSD (again after kill_osd, on the same data) and wait until it is up."""
+        osd = self._spawn("osd", ["ceph-osd", "-f", "-c", str(self.conf), "-i", self._osd_id])
+
+        def osd_up() -> bool:
+            self._alive(osd)
+            stat = json.loads(self.ceph("osd", "stat", "-f", "json"))
+            return int(stat.get("num_up_osds", 0)) >= 1 and int(stat.get("num_in_osds", 0)) >= 1
+
+        wait_until(osd_up, self.start_timeout, f"the OSD to be up\n{self.log_tail('osd')}", 0.2)
+
+    def kill_osd(self) -> None:
+        """SIGKILL the OSD and mark it down, as its peers' failure reports would in a cluster."""
+        process = self._daemons["osd"].process
+        assert process is not None
+        process.kill()
+        process.wait()
+        self.ceph("osd", "down", self._osd_id)
 
     @property
     def rgw_url(self) -> str:
@@ -361,20 +383,22 @@ rgw enable lc threads = true
 
     def _start_osd(self) -> None:
         osd_uuid = str(uuid.uuid4())
-        osd_id = self.ceph("osd", "new", osd_uuid).strip()
-        (self.root / "osd" / osd_id).mkdir(parents=True, exist_ok=True)
+        self._osd_id = self.ceph("osd", "new", osd_uuid).strip()
+        (self.root / "osd" / self._osd_id).mkdir(parents=True, exist_ok=True)
         self._run(
-            ["ceph-osd", "-c", str(self.conf), "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid],
+            [
+                "ceph-osd",
+                "-c",
+                str(self.conf),
+                "-i",
+                self._osd_id,
+                "--mkfs",
+                "--osd-uuid",
+                osd_uuid,
+            ],
             60,
         )
-        osd = self._spawn("osd", ["ceph-osd", "-f", "-c", str(self.conf), "-i", osd_id])
-
-        def osd_up() -> bool:
-            self._alive(osd)
-            stat = json.loads(self.ceph("osd", "stat", "-f", "json"))
-            return int(stat.get("num_up_osds", 0)) >= 1 and int(stat.get("num_in_osds", 0)) >= 1
-
-        wait_until(osd_up, self.start_timeout, f"the OSD to be up\n{self.log_tail('osd')}", 0.2)
+        self.start_osd()
 
     def _create_s3_user(self) -> S3Endpoint:
         access_key = "DOCKD" + secrets.token_hex(8).upper()
