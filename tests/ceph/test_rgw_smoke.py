@@ -265,12 +265,14 @@ async def test_compliance_retention_blocks_delete_and_cannot_be_shortened(
     assert await read_all(s3, locked_bucket, "clips/retained.age") == b"evidence"
 
 
-async def test_lifecycle_expires_an_unheld_object_and_keeps_a_held_version(
+async def test_lifecycle_expires_routine_objects_by_tag_and_spares_flagged_ones(
     s3: Any, locked_bucket: str
 ) -> None:
     # One lifecycle "day" is `rgw lc debug interval` = 10 s here. On a versioned bucket,
     # Expiration only puts a delete marker on top; NoncurrentVersionExpiration then removes
-    # the data. A legally held version survives both, but is hidden behind the marker.
+    # the data. The rule selects by tag, so flagging an object later (legal hold + re-tag)
+    # takes it out of the rule's scope; a held object left in scope keeps its bytes but is
+    # hidden behind the delete marker.
     await s3.put_bucket_lifecycle_configuration(
         Bucket=locked_bucket,
         LifecycleConfiguration={
@@ -278,16 +280,33 @@ async def test_lifecycle_expires_an_unheld_object_and_keeps_a_held_version(
                 {
                     "ID": "retention-days",
                     "Status": "Enabled",
-                    "Filter": {"Prefix": "clips/"},
+                    "Filter": {"Tag": {"Key": "retention", "Value": "routine"}},
                     "Expiration": {"Days": 1},
                     "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
                 }
             ]
         },
     )
-    await s3.put_object(Bucket=locked_bucket, Key="clips/routine.age", Body=b"routine")
+    routine = "retention=routine"
+    await s3.put_object(Bucket=locked_bucket, Key="clips/routine.age", Body=b"r", Tagging=routine)
     held = await s3.put_object(
-        Bucket=locked_bucket, Key="clips/held.age", Body=b"evidence", ObjectLockLegalHoldStatus="ON"
+        Bucket=locked_bucket,
+        Key="clips/held-in-scope.age",
+        Body=b"held",
+        Tagging=routine,
+        ObjectLockLegalHoldStatus="ON",
+    )
+    flagged = await s3.put_object(
+        Bucket=locked_bucket, Key="clips/flagged.age", Body=b"flagged", Tagging=routine
+    )
+    flagged_version = {
+        "Bucket": locked_bucket,
+        "Key": "clips/flagged.age",
+        "VersionId": flagged["VersionId"],
+    }
+    await s3.put_object_legal_hold(**flagged_version, LegalHold={"Status": "ON"})
+    await s3.put_object_tagging(
+        **flagged_version, Tagging={"TagSet": [{"Key": "retention", "Value": "evidence"}]}
     )
 
     async def versions() -> dict[str, list[str]]:
@@ -302,15 +321,19 @@ async def test_lifecycle_expires_an_unheld_object_and_keeps_a_held_version(
         assert time.monotonic() - began < 120, "lifecycle did not expire the object in 2 min"
         await asyncio.sleep(2)
 
-    assert (await versions())["clips/held.age"] == [held["VersionId"]]
+    left = await versions()
+    assert left["clips/held-in-scope.age"] == [held["VersionId"]]
     with pytest.raises(ClientError) as hidden:
-        await s3.head_object(Bucket=locked_bucket, Key="clips/held.age")
+        await s3.head_object(Bucket=locked_bucket, Key="clips/held-in-scope.age")
     assert refusal(hidden)[0] == 404
     kept = await s3.get_object(
-        Bucket=locked_bucket, Key="clips/held.age", VersionId=held["VersionId"]
+        Bucket=locked_bucket, Key="clips/held-in-scope.age", VersionId=held["VersionId"]
     )
     async with kept["Body"] as body:
-        assert await body.read() == b"evidence"
+        assert await body.read() == b"held"
+
+    assert left["clips/flagged.age"] == [flagged["VersionId"]]
+    assert await read_all(s3, locked_bucket, "clips/flagged.age") == b"flagged"
 
 
 async def test_parts_survive_a_radosgw_crash_mid_multipart(
