@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
-from support.ceph import CephCluster
+from support.ceph import CephCluster, CephError
 
 pytestmark = pytest.mark.ceph
 
@@ -29,3 +30,13 @@ def test_stop_ends_every_daemon_and_removes_the_directory(objectstore: str) -> N
     # (radosgw hangs if the OSD goes first, and the OSD waits 5 s if the mon does).
     assert cluster.exit_codes == {"rgw": 0, "osd": 0, "mon": 0}
     assert cluster.timings["stop_s"] < cluster.stop_timeout
+
+
+def test_a_failed_start_says_why_and_leaves_no_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Ceph programs here
+    cluster = CephCluster()
+    with pytest.raises(CephError, match="scripts/setup --ceph"):
+        cluster.start()
+    assert not cluster.root.exists()

@@ -139,11 +139,13 @@ class CephCluster:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> S3Endpoint:
-        missing = missing_binaries()
-        if missing:
-            raise CephError(f"Ceph is not installed (missing {missing}); run scripts/setup --ceph")
         began = time.monotonic()
-        try:
+        try:  # on any failure stop() ends what did start and removes the directory
+            missing = missing_binaries()
+            if missing:
+                raise CephError(
+                    f"Ceph is not installed (missing {missing}); run scripts/setup --ceph"
+                )
             self.mon_port = free_loopback_port()
             self.rgw_port = free_loopback_port()
             self._write_conf()
