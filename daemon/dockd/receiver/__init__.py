@@ -13,7 +13,9 @@ Modules, one job each:
     exposure.py    startup policy: no anonymous or clear-text network server by accident
     connections.py request-head deadline, connection caps, rate-limited accept errors
     handlers.py    HTTP ↔ coordinator: the tus endpoints and their status codes
-    uploads.py     UploadCoordinator: upload state in memory, locking, chunks, completion, expiry
+    uploads.py     UploadCoordinator: unfinished uploads, locking, creation, completion, expiry
+    upload_state.py one upload's committed state, request generations, its running hash
+    chunks.py      ChunkStorer: one PATCH body through the store's writer, verified, committed
     refusals.py    store errors as tus refusals (507, 503 + Retry-After, 409, 500)
     quota.py       per-dock limits on unfinished uploads, and the store's free space
     body.py        streaming a request body into the store while hashing, with idle cut-off

@@ -19,20 +19,16 @@ import datetime as dt
 import hashlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from aiohttp import StreamReader
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockd.crypto import receipt
-from dockd.receiver.body import BodyWriter, Cutoff, Received, receive_body
+from dockd.receiver.chunks import INTERRUPTED_STATUS, ChunkStorer
 from dockd.receiver.protocol import Checksum, ProtocolError
 from dockd.receiver.quota import Quotas, Reservation, check_creation
-from dockd.receiver.refusals import storage_refusal
 from dockd.receiver.storage.api import (
-    ChunkWriter,
     CompletedUpload,
     CreationInfo,
     PartialState,
@@ -43,61 +39,9 @@ from dockd.receiver.storage.api import (
     rfc3339,
 )
 from dockd.receiver.threads import run_blocking
+from dockd.receiver.upload_state import ChunkResult, Upload, refusal_at
 
 log = structlog.get_logger("dockd.receiver")
-
-# Status for a body that ended early, by reason. The client is usually gone; the connection is
-# closed either way, as the spec asks for a timeout.
-# How long a body still being read may stay silent once a newer request for its upload waits.
-SUPERSEDE_GRACE = 1.0
-_INTERRUPTED_STATUS = {"idle": 408, "superseded": 409, "shutdown": 503, "disconnected": 400}
-
-
-@dataclass(eq=False)
-class Upload:
-    """An unfinished upload: committed state plus what coordinates requests on it."""
-
-    info: CreationInfo
-    offset: int  # committed: durable and acknowledged (or acknowledgeable)
-    expires: float  # unix time after which the upload is gone (410)
-    hasher: Any | None = None  # sha256 of [0, offset); None until rebuilt after a restart
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    cutoff: Cutoff | None = None  # the body being read, if any
-    generation: int = 0  # bumped by each PATCH/DELETE; the newest one wins
-    completed: CompletedUpload | None = None  # set once finished (for requests that waited)
-    gone: str | None = None  # "expired" or "terminated" (for requests that waited)
-    rebuild: asyncio.Task[Any] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.info.upload
-
-    @property
-    def length(self) -> int:
-        return self.info.length
-
-    def supersede(self, *, at_once: bool = False) -> int:
-        """Register a newer request that will change this upload.
-
-        The body being read, if any, gets SUPERSEDE_GRACE seconds of silence at most (or is cut
-        off `at_once`, for a DELETE): see `Cutoff.supersede`.
-        """
-        self.generation += 1
-        if self.cutoff is not None:
-            if at_once:
-                self.cutoff.cut("superseded")
-            else:
-                self.cutoff.supersede(SUPERSEDE_GRACE)
-        return self.generation
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """The upload after a chunk was applied."""
-
-    offset: int
-    expires: float
-    completed: CompletedUpload | None
 
 
 def _short(value: str | None) -> str | None:
@@ -107,10 +51,6 @@ def _short(value: str | None) -> str | None:
 
 def _now_rfc3339() -> str:
     return rfc3339(dt.datetime.now(dt.UTC))
-
-
-def _storage_refusal(exc: StoreError, upload: Upload, offset: int) -> ProtocolError:
-    return storage_refusal(exc, upload=upload.id, headers={"Upload-Offset": str(offset)})
 
 
 class UploadCoordinator:
@@ -129,9 +69,14 @@ class UploadCoordinator:
         self._quotas = quotas
         self._signing_key = signing_key
         self._expire_after = expire_after
-        self._idle_timeout = idle_timeout
         self._uploads: dict[str, Upload] = {}
         self.stopping = False
+        self._chunks = ChunkStorer(
+            store,
+            idle_timeout=idle_timeout,
+            expire_after=expire_after,
+            stopping=lambda: self.stopping,
+        )
 
     # -- lookup --
 
@@ -178,38 +123,10 @@ class UploadCoordinator:
     # -- the running SHA-256 of the whole upload --
 
     def start_hash_rebuild(self, upload: Upload) -> None:
-        """After a restart, start re-reading the committed prefix to rebuild the running hash
-        (hashlib state cannot be persisted); a no-op when the hash is already there."""
-        if upload.hasher is not None or upload.rebuild is not None:
-            return
-        if upload.offset == 0:
-            upload.hasher = hashlib.sha256()
-            return
-        task = asyncio.ensure_future(
-            asyncio.to_thread(self.store.running_hash, upload.id, upload.offset)
-        )
-        upload.rebuild = task
+        upload.start_hash_rebuild(self.store)
 
-        def done(finished: asyncio.Task[Any]) -> None:
-            upload.rebuild = None
-            if finished.cancelled():
-                return
-            if finished.exception() is not None:
-                log.error(
-                    "upload.hash_rebuild_failed", upload=upload.id, error=str(finished.exception())
-                )
-            elif upload.hasher is None:
-                upload.hasher = finished.result()
-
-        task.add_done_callback(done)
-        log.info("upload.hash_rebuild", upload=upload.id, offset=upload.offset)
-
-    async def running_hash(self, upload: Upload) -> Any:
-        self.start_hash_rebuild(upload)
-        if upload.hasher is None:
-            assert upload.rebuild is not None
-            upload.hasher = await asyncio.shield(upload.rebuild)
-        return upload.hasher
+    async def running_hash(self, upload: Upload) -> RunningHash:
+        return await upload.running_hash(self.store)
 
     # -- changes --
 
@@ -235,7 +152,7 @@ class UploadCoordinator:
             await run_blocking(self.store.create, info, expires)
         except StoreError as exc:
             self._uploads.pop(upload.id, None)
-            raise _storage_refusal(exc, upload, 0) from None
+            raise refusal_at(exc, upload, 0) from None
         log.info(
             "upload.created",
             upload=upload.id,
@@ -279,21 +196,9 @@ class UploadCoordinator:
                     413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
                 )
             whole = (await self.running_hash(upload)).copy()
-            chunk_hasher = checksum.new_hasher() if checksum is not None else None
-            hashers = [whole] if chunk_hasher is None else [whole, chunk_hasher]
-            try:
-                writer = await run_blocking(self.store.open_writer, upload.id, upload.offset)
-            except StoreError as exc:
-                raise _storage_refusal(exc, upload, upload.offset) from None
-            try:
-                received = await self._receive(
-                    upload, generation, writer, content, hashers, remaining
-                )
-                await self._refuse_bad_chunk(upload, writer, received, checksum, chunk_hasher)
-                if received.count or not received.interrupted:
-                    await self._commit(upload, writer, offset + received.count, whole)
-            finally:
-                writer.close()
+            received = await self._chunks.store(
+                upload, generation, content, checksum=checksum, limit=remaining, whole=whole
+            )
             if received.interrupted:
                 log.info(
                     "upload.body_interrupted",
@@ -302,7 +207,7 @@ class UploadCoordinator:
                     kept=received.count,
                 )
                 raise ProtocolError(
-                    _INTERRUPTED_STATUS[received.interrupted],
+                    INTERRUPTED_STATUS[received.interrupted],
                     f"body ended early ({received.interrupted}); kept what arrived",
                     {"Upload-Offset": str(upload.offset)},
                     close_connection=True,
@@ -338,98 +243,11 @@ class UploadCoordinator:
             raise ProtocolError(413, "upload is complete", {"Upload-Offset": str(record.length)})
         return ChunkResult(record.length, 0.0, record)
 
-    async def _receive(
-        self,
-        upload: Upload,
-        generation: int,
-        writer: ChunkWriter,
-        content: StreamReader,
-        hashers: list[Any],
-        limit: int,
-    ) -> Received:
-        cutoff = Cutoff(self._idle_timeout)
-        upload.cutoff = cutoff
-        # A newer request or a shutdown may have come while this one waited for the hash
-        # rebuild, before it had a cutoff to trigger: honour it now.
-        if generation != upload.generation:
-            cutoff.supersede(SUPERSEDE_GRACE)
-        elif self.stopping:
-            cutoff.cut("shutdown")
-        try:
-            return await receive_body(
-                content, cutoff, BodyWriter(writer, upload.offset, hashers), limit=limit
-            )
-        except StoreError as exc:
-            await self._discard(upload, writer)
-            raise _storage_refusal(exc, upload, upload.offset) from None
-        finally:
-            upload.cutoff = None
-
-    async def _refuse_bad_chunk(
-        self,
-        upload: Upload,
-        writer: ChunkWriter,
-        received: Received,
-        checksum: Checksum | None,
-        chunk_hasher: Any,
-    ) -> None:
-        """Discard the chunk and raise if it went past the length or fails its checksum.
-
-        A checksummed body that ended early cannot be verified, so none of it counts; a body
-        without a checksum keeps what arrived (the spec asks to store as much as possible).
-        """
-        headers = {"Upload-Offset": str(upload.offset)}
-        if received.too_long:
-            await self._discard(upload, writer)
-            raise ProtocolError(413, "chunk goes past Upload-Length", headers)
-        if checksum is None:
-            return
-        if received.interrupted:
-            await self._discard(upload, writer)
-            log.info(
-                "upload.unverifiable_chunk_discarded", upload=upload.id, reason=received.interrupted
-            )
-            raise ProtocolError(
-                _INTERRUPTED_STATUS[received.interrupted],
-                f"body ended early ({received.interrupted}); a checksummed chunk must arrive whole",
-                headers,
-                close_connection=True,
-            )
-        if chunk_hasher.digest() != checksum.digest:
-            await self._discard(upload, writer)
-            log.warning(
-                "upload.checksum_mismatch",
-                upload=upload.id,
-                offset=upload.offset,
-                algorithm=checksum.algorithm,
-                received=received.count,
-            )
-            raise ProtocolError(
-                460, f"{checksum.algorithm} checksum mismatch: chunk discarded", headers
-            )
-
-    async def _discard(self, upload: Upload, writer: ChunkWriter) -> None:
-        try:
-            await run_blocking(writer.discard)
-        except StoreError as exc:  # recovery truncates on the next start; completion trims too
-            log.error("upload.truncate_failed", upload=upload.id, error=str(exc))
-
-    async def _commit(
-        self, upload: Upload, writer: ChunkWriter, new_offset: int, whole: RunningHash
-    ) -> None:
-        expires = time.time() + self._expire_after
-        try:
-            await run_blocking(writer.commit, new_offset, expires, whole)
-        except StoreError as exc:
-            await self._discard(upload, writer)
-            raise _storage_refusal(exc, upload, upload.offset) from None
-        upload.offset, upload.hasher, upload.expires = new_offset, whole, expires
-
     async def _complete_or_report(self, upload: Upload) -> None:
         try:
             await self._complete(upload)
         except StoreError as exc:
-            error = _storage_refusal(exc, upload, upload.offset)
+            error = refusal_at(exc, upload, upload.offset)
             raise ProtocolError(
                 error.status,
                 "all bytes stored, but the receipt could not be written yet; HEAD retries",
@@ -437,7 +255,7 @@ class UploadCoordinator:
             ) from None
 
     async def _complete(self, upload: Upload) -> None:
-        """Sign the receipt and move the upload into complete/. Caller holds the lock."""
+        """Sign the receipt and complete the upload in the store. Caller holds the lock."""
         digest = (await self.running_hash(upload)).hexdigest()
         completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         header = receipt.sign(
