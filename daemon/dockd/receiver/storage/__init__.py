@@ -7,10 +7,14 @@ memory.py  MemoryStore: dicts, for tests; a restart is a new store on the same m
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dockd.receiver.storage.api import UploadStore
 from dockd.receiver.storage.file import FileStore
+
+# RFC 3986 scheme syntax, followed by the colon: "file:", "s3:", "postgres+s3:".
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def open_store(spec: str | Path) -> UploadStore:
@@ -18,10 +22,15 @@ def open_store(spec: str | Path) -> UploadStore:
 
     Other schemes (`s3:` is next) are refused by name rather than taken for a directory.
     """
-    text = str(spec)
-    scheme, colon, rest = text.partition(":")
-    if colon and scheme == "file":
+    if isinstance(spec, Path):
+        return FileStore(spec)
+    found = _SCHEME.match(spec)
+    if found is None:
+        return FileStore(Path(spec))
+    scheme, rest = found.group(1).lower(), spec[found.end() :]
+    if scheme == "file":
         return FileStore(Path(rest))
-    if colon and scheme.isalpha() and len(scheme) > 1 and not rest.startswith("\\"):
-        raise ValueError(f"unknown store scheme {scheme!r}: use file:DIR or a directory path")
-    return FileStore(Path(text))
+    # A directory named like "s3:bucket" is far likelier a mistyped store than a wish.
+    raise ValueError(
+        f"--store {spec!r}: no {scheme!r} store in this version; use file:DIR or a directory path"
+    )
