@@ -4,7 +4,6 @@ coordinates the requests on it (lock, generation, the body being read)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +71,7 @@ class Upload:
         if self.hasher is not None or self.rebuild is not None:
             return
         if self.offset == 0:
-            self.hasher = hashlib.sha256()
+            self.hasher = store.new_hash()
             return
         task = asyncio.ensure_future(asyncio.to_thread(store.running_hash, self.id, self.offset))
         self.rebuild = task

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Iterable
 
@@ -145,7 +144,7 @@ class UploadCoordinator:
             ),
             free=free,
         )
-        upload = Upload(info, 0, expires, hasher=hashlib.sha256())
+        upload = Upload(info, 0, expires, hasher=self.store.new_hash())
         # Registered before the first await, so creations racing this one count it.
         self._uploads[upload.id] = upload
         try:

@@ -213,14 +213,20 @@ class UploadStore(Protocol):
         token and every commit checks it (raising `Fenced` when a newer holder exists)."""
         ...
 
+    def new_hash(self) -> RunningHash:
+        """A fresh SHA-256 of the kind this store can persist through `commit` (the file store:
+        hashlib's; a store that saves hash state returns a serialisable one)."""
+        ...
+
     def running_hash(self, upload: str, offset: int) -> RunningHash:
         """The SHA-256 state of committed bytes [0, offset): restored if the store persisted it,
         else rebuilt by reading the prefix (streamed)."""
         ...
 
-    def complete(self, record: CompletedUpload) -> None:
+    def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         """Atomically turn the unfinished upload into a completed one with this sidecar; the
-        stored object is exactly `record.length` bytes. Idempotent for the same record."""
+        stored object is exactly `record.length` bytes. Idempotent for the same record.
+        `fence` as for `open_writer`: a stale holder cannot complete."""
         ...
 
     def load_completed(self, upload: str) -> CompletedUpload | None: ...

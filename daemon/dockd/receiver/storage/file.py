@@ -247,16 +247,19 @@ class FileStore:
         os.rename(tmp, state)
         _fsync_dir(self.partial_dir)
 
+    def new_hash(self) -> RunningHash:
+        return hashlib.sha256()
+
     @_store_errors
-    def running_hash(self, upload: str, length: int) -> RunningHash:
-        """SHA-256 state of the first `length` stored bytes (rebuilds the running hash after a
+    def running_hash(self, upload: str, offset: int) -> RunningHash:
+        """SHA-256 state of the first `offset` stored bytes (rebuilds the running hash after a
         restart: hashlib state cannot be saved, so the committed prefix is read once)."""
         hasher = hashlib.sha256()
         fd = os.open(self.data_path(upload), os.O_RDONLY | os.O_NOFOLLOW)
         try:
             position = 0
-            while position < length:
-                piece = os.pread(fd, min(_READ_PIECE, length - position), position)
+            while position < offset:
+                piece = os.pread(fd, min(_READ_PIECE, offset - position), position)
                 if not piece:
                     raise StoreError(f"{upload}: data file is shorter than its committed offset")
                 hasher.update(piece)
@@ -266,7 +269,7 @@ class FileStore:
         return hasher
 
     @_store_errors
-    def complete(self, record: CompletedUpload) -> None:
+    def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         """Move a fully received upload into complete/ with its sidecar (crash-safe at each step)."""
         upload = record.upload
         self._trim(upload, record.length)

@@ -136,6 +136,9 @@ class MemoryStore:
         self.unfinished(upload)
         return MemoryChunkWriter(self, upload, offset)
 
+    def new_hash(self) -> RunningHash:
+        return hashlib.sha256()
+
     def running_hash(self, upload: str, offset: int) -> RunningHash:
         self.check_available()
         data = self.unfinished(upload).data
@@ -143,7 +146,7 @@ class MemoryStore:
             raise StoreError(f"{upload}: fewer bytes stored than committed")
         return hashlib.sha256(data[:offset])
 
-    def complete(self, record: CompletedUpload) -> None:
+    def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         self.check_available()
         with self.medium.lock:
             if record.upload in self.medium.completed:
