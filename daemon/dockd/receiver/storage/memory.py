@@ -51,8 +51,9 @@ class MemoryMedium:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def used(self) -> int:
-        return sum(len(u.data) for u in self.unfinished.values()) + sum(
-            len(data) for _, data in self.completed.values()
+        # Snapshots (list() is atomic under the GIL): other uploads commit from other threads.
+        return sum(len(u.data) for u in list(self.unfinished.values())) + sum(
+            len(data) for _, data in list(self.completed.values())
         )
 
 
