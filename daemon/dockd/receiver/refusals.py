@@ -29,8 +29,10 @@ def storage_refusal(
 ) -> ProtocolError:
     """The refusal for a store error; the connection closes (the body may be half read)."""
     sent = dict(headers or {})
+    # Event names upload.disk_full / upload.disk_error predate the store interface; operators
+    # alert on them (docs/RECEIVER.md), so they stay whatever the backend.
     if isinstance(exc, StoreFull):
-        log.error("upload.store_full", upload=upload)
+        log.error("upload.disk_full", upload=upload)
         return ProtocolError(507, f"insufficient storage: {what}", sent, close_connection=True)
     if isinstance(exc, StoreUnavailable):
         log.warning("upload.store_unavailable", upload=upload, error=str(exc))
@@ -43,5 +45,5 @@ def storage_refusal(
         return ProtocolError(409, f"upload taken over by another node: {what}", sent)
     if isinstance(exc, NotFound):
         return ProtocolError(404, "no such upload", sent)
-    log.error("upload.store_error", upload=upload, error=str(exc))
+    log.error("upload.disk_error", upload=upload, error=str(exc))
     return ProtocolError(500, f"storage error: {what}", sent, close_connection=True)
