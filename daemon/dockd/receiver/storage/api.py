@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
@@ -269,8 +269,16 @@ class UploadLock(Protocol):
 class Locker(Protocol):
     """Cross-process locking (several receiver nodes over one shared store, issue 16)."""
 
-    def acquire(self, upload: str, *, timeout: float) -> UploadLock:
-        """Take the upload's lock, waiting at most `timeout` s (StoreUnavailable after that)."""
+    def acquire(
+        self, upload: str, *, timeout: float, release_requested: Callable[[], None]
+    ) -> UploadLock:
+        """Take the upload's lock, waiting at most `timeout` s (StoreUnavailable after that).
+
+        `release_requested` is called (from any thread) when another request, on any node,
+        waits for this lock: the holder then cuts its body off soon, as `Upload.supersede` does
+        in one process (tusd's `requestUnlock`), so a dock resuming after a dropped connection
+        is not locked out by its own dead request on another node.
+        """
         ...
 
 
