@@ -33,7 +33,7 @@ class Upload:
     info: CreationInfo
     offset: int  # committed: durable and acknowledged (or acknowledgeable)
     expires: float  # unix time after which the upload is gone (410)
-    hasher: Any | None = None  # sha256 of [0, offset); None until rebuilt after a restart
+    hasher: RunningHash | None = None  # sha256 of [0, offset); None until rebuilt after a restart
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     cutoff: Cutoff | None = None  # the body being read, if any
     generation: int = 0  # bumped by each PATCH/DELETE; the newest one wins
