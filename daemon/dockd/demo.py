@@ -30,6 +30,8 @@ from dockd.app import Daemon
 from dockd.crypto import age, receipt
 from dockd.crypto.keys import keygen, load_age_identities, load_signing_key, load_verify_key
 from dockd.receiver.app import ReceiverSettings, start
+from dockd.receiver.storage import open_store
+from dockd.receiver.storage.api import CompletedUpload
 
 DEMO_TIMEOUT_SECONDS = 300.0
 
@@ -169,24 +171,24 @@ def verify_store(
     """Decrypt each stored object and compare with the original. Returns (clip, verdict) pairs."""
     identities = load_age_identities(identity_file)
     server_key = load_verify_key(public_key_file)
-    stored: dict[tuple[str, str], Path] = {}
-    for sidecar in (store / "complete").glob("*.json"):
-        meta = json.loads(sidecar.read_text())
-        stored[(meta["metadata"].get("camera", ""), meta["metadata"].get("path", ""))] = sidecar
+    uploads = open_store(store)  # read through the store interface, never by file name
+    stored: dict[tuple[str, str], CompletedUpload] = {}
+    for record in uploads.completed():
+        meta = record.metadata
+        stored[(meta.get("camera") or "", meta.get("path") or "")] = record
     results = []
     for clip in clips:
-        sidecar = stored.get((clip.camera, clip.rel_path))
-        if sidecar is None:
+        found = stored.get((clip.camera, clip.rel_path))
+        if found is None:
             results.append((clip, "MISSING on server"))
             continue
-        meta = json.loads(sidecar.read_text())
         try:
-            signed = receipt.verify(meta["receipt"], server_key)
+            signed = receipt.verify(found.receipt, server_key)
         except receipt.ReceiptError as exc:
             results.append((clip, f"receipt invalid: {exc}"))
             continue
         sink = _HashSink()
-        with sidecar.with_suffix(".bin").open("rb") as source:
+        with uploads.open_completed(found.upload) as source:
             try:
                 age.decrypt(source, sink, identities)  # type: ignore[arg-type]
             except age.AgeError as exc:
@@ -195,9 +197,9 @@ def verify_store(
         digest = sink.digest
         if digest.hexdigest() != clip.sha256:
             results.append((clip, "decrypts to DIFFERENT bytes"))
-        elif meta["metadata"].get("sha256") != clip.sha256:
+        elif found.metadata.get("sha256") != clip.sha256:
             results.append((clip, "custody hash in metadata differs"))
-        elif signed.sha256 != meta["sha256"]:
+        elif signed.sha256 != found.sha256:
             results.append((clip, "receipt does not match stored bytes"))
         else:
             results.append((clip, "verified"))

@@ -17,7 +17,14 @@ from dockd.crypto.keys import KeygenResult, keygen, load_signing_key, load_verif
 from dockd.custody import manifest as manifests
 from dockd.receiver.app import ReceiverSettings, create_app
 from dockd.status import cli as dockctl
-from support.dock import dock_config, journal_rows, make_bay, settings_from, wait_for
+from support.dock import (
+    dock_config,
+    journal_rows,
+    make_bay,
+    settings_from,
+    stored_objects,
+    wait_for,
+)
 
 
 class Receiver:
@@ -84,7 +91,7 @@ async def setup(tmp_path):
 
 
 def _stored(store: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((store / "complete").glob("*.json"))]
+    return stored_objects(store)
 
 
 async def _state(tmp_path: Path, rel: bytes, state: str) -> dict:
@@ -109,7 +116,7 @@ async def test_flag_before_upload_officer_and_manifest_reach_the_server(setup):
     clip = next(s for s in stored if "manifest_for" not in s["metadata"])
     assert clip["metadata"]["evidence"] == "true"  # the flag reached the server at creation
     wrapper = next(s for s in stored if s["metadata"].get("manifest_for") == clip["upload"])
-    data = (tmp_path / "store" / "complete" / f"{wrapper['upload']}.bin").read_bytes()
+    data = wrapper["data_path"].read_bytes()
     manifest = manifests.verify(data, load_verify_key(keys.dock_public_key))
     assert manifest["clip"]["evidence"] is True
     assert manifest["officer"] == {"name": "PC 4711", "source": "station"}

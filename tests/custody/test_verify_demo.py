@@ -12,6 +12,7 @@ from dockd import cli
 from dockd.crypto import receipt
 from dockd.crypto.keys import load_signing_key
 from dockd.custody import manifest as manifests
+from dockd.receiver.storage.file import FileStore
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def _clip(demo, index=0):
     """(object, manifest file) of one demo clip, found through the dock's kept manifest."""
     manifest_file = sorted((demo / "state" / "manifests").glob("*.json"))[index]
     upload = json.loads(manifest_file.read_bytes())["manifest"]["upload"]["id"]
-    return demo / "store" / "complete" / f"{upload}.bin", manifest_file
+    return FileStore(demo / "store").completed_data_path(upload), manifest_file
 
 
 def test_whole_workdir_verifies(demo, capsys):

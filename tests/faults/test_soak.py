@@ -26,6 +26,7 @@ from support.dock import (
     dock_config,
     journal_rows,
     make_bay,
+    stored_objects,
     write_toml,
 )
 
@@ -122,10 +123,10 @@ async def test_soak_eight_bays_with_faults(tmp_path):
     warm_rss, warm_fds = max(s[1] for s in warm), max(s[2] for s in warm)
     late_rss, late_fds = max(s[1] for s in late), max(s[2] for s in late)
     stored = {}
-    for sidecar in (tmp_path / "store" / "complete").glob("*.json"):
-        meta = json.loads(sidecar.read_text())["metadata"]
+    for obj in stored_objects(tmp_path / "store"):
+        meta = obj["metadata"]
         if "camera" in meta and "manifest_for" not in meta:
-            stored[(meta["camera"], meta["path"])] = sidecar.with_suffix(".bin")
+            stored[(meta["camera"], meta["path"])] = obj["data_path"]
     assert set(stored) == set(originals)
     for key in rng.sample(sorted(originals), k=min(50, len(originals))):  # spot-check decryption
         assert decrypt_sha256(stored[key], keys.age_identity) == originals[key]

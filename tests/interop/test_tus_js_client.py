@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from dockd.crypto import receipt
+from dockd.receiver.storage.file import FileStore
 from support.node_peers import TusNodeServer, ensure_node_peers, run_tus_js_upload
 from support.receiver import ReceiverProcess, read_sidecar, upload_id_of
 
@@ -99,7 +100,7 @@ def _dockd_target(server: ReceiverProcess) -> TusTarget:
     return TusTarget(
         name="dockd",
         endpoint=server.url,
-        stored_path=lambda upload: server.store / "complete" / f"{upload}.bin",
+        stored_path=lambda upload: FileStore(server.store).completed_data_path(upload),
         stored_metadata=lambda upload: read_sidecar(server.store, upload)["metadata"],
         headers=AUTH,
     )
@@ -141,7 +142,8 @@ def test_multi_chunk_upload_to_dockd_is_stored_and_receipted(
     sidecar = read_sidecar(dockd_server.store, upload)
     assert sidecar["length"] == FILE_SIZE
     assert sidecar["sha256"] == source_file.sha256
-    assert sha256_file(dockd_server.store / "complete" / f"{upload}.bin") == source_file.sha256
+    stored = FileStore(dockd_server.store).completed_data_path(upload)
+    assert sha256_file(stored) == source_file.sha256
     # tus-js-client never asks for the receipt, but the server signed one all the same.
     signed = receipt.verify(sidecar["receipt"], dockd_server.public_key)
     assert (signed.upload, signed.length, signed.sha256) == (upload, FILE_SIZE, source_file.sha256)

@@ -1,10 +1,9 @@
 """`dockd demo`, the README's main command: exits 0 only when everything verified."""
 
-import json
 import subprocess
 import sys
 
-from support.dock import decrypt_sha256
+from support.dock import decrypt_sha256, stored_objects
 
 
 def test_demo_verifies_and_leaves_a_decryptable_store(tmp_path):
@@ -17,20 +16,17 @@ def test_demo_verifies_and_leaves_a_decryptable_store(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "ALL VERIFIED" in proc.stdout
-    stored = [json.loads(p.read_text()) for p in (workdir / "store" / "complete").glob("*.json")]
+    stored = stored_objects(workdir / "store")
     manifests = [m for m in stored if "manifest_for" in m["metadata"]]
-    sidecars = sorted(
-        workdir / "store" / "complete" / f"{m['upload']}.json" for m in stored if m not in manifests
-    )
-    assert len(sidecars) == 8
+    clips = sorted((m for m in stored if m not in manifests), key=lambda m: m["upload"])
+    assert len(clips) == 8
     # each clip's dock-signed manifest went to the server too, linked by upload id (CUSTODY.md)
     linked = sorted(m["metadata"]["manifest_for"] for m in manifests)
-    assert linked == sorted(s.stem for s in sidecars)
+    assert linked == [m["upload"] for m in clips]
     # independently of the demo's own check: the stock age CLI decrypts to the custody hash
-    for sidecar in sidecars[:3]:
-        meta = json.loads(sidecar.read_text())
+    for meta in clips[:3]:
         assert (
-            decrypt_sha256(sidecar.with_suffix(".bin"), workdir / "identity.txt")
+            decrypt_sha256(meta["data_path"], workdir / "identity.txt")
             == meta["metadata"]["sha256"]
         )
     clips = [p for p in (workdir / "bays").rglob("*.MP4")]

@@ -32,7 +32,7 @@ async def test_missing_or_wrong_token_is_401(receiver, session):
         },
     ) as response:
         assert response.status == 401
-    assert list((receiver.store / "partial").iterdir()) == []
+    assert list((receiver.store_dir / "partial").iterdir()) == []
     async with session.options(receiver.url) as response:  # discovery needs no token
         assert response.status == 204
 

@@ -43,7 +43,7 @@ async def test_newer_patch_supersedes_one_that_is_mid_body(tus: Tus, rx):
         location, offset=0, content_length=len(old), checksum=checksum_header("sha256", old)
     )
     await raw.send(old[: MiB + 4096])
-    await wait_for(lambda: partial_size(rx.store, upload_id) >= MiB)
+    await wait_for(lambda: partial_size(rx.store_dir, upload_id) >= MiB)
     reply = await tus.patch(location, 0, new)
     assert reply.status == 204
     status, headers = await raw.response()
@@ -60,7 +60,9 @@ async def test_resume_after_network_drop_cuts_off_the_dead_request(tus: Tus, rx)
     upload_id = upload_id_of(location)
     dead = await RawRequest.patch(location, offset=0, content_length=len(data))  # no checksum
     await dead.send(data[: 2 * MiB])
-    await wait_for(lambda: partial_size(rx.store, upload_id) >= MiB)  # then the link dies silently
+    await wait_for(
+        lambda: partial_size(rx.store_dir, upload_id) >= MiB
+    )  # then the link dies silently
 
     # the client comes back: HEAD shows only committed bytes, so it resumes from 0 ...
     assert (await tus.head(location)).offset == 0
@@ -83,10 +85,10 @@ async def test_delete_cuts_off_a_stalled_patch(tus: Tus, rx):
     upload_id = upload_id_of(location)
     stalled = await RawRequest.patch(location, offset=0, content_length=10 * MiB)
     await stalled.send(b"z" * (MiB + 1))
-    await wait_for(lambda: partial_size(rx.store, upload_id) >= MiB)
+    await wait_for(lambda: partial_size(rx.store_dir, upload_id) >= MiB)
     assert (await tus.delete(location)).status == 204
     assert (await tus.head(location)).status == 404
-    assert not (rx.store / "partial" / f"{upload_id}.bin").exists()
+    assert not (rx.store_dir / "partial" / f"{upload_id}.bin").exists()
     await stalled.close()
 
 
@@ -102,7 +104,9 @@ async def test_head_during_a_slow_patch_reports_the_committed_offset(tus: Tus, r
         checksum=checksum_header("sha256", data[1000:]),
     )
     await raw.send(data[1000 : 1000 + MiB + MiB // 2])
-    await wait_for(lambda: partial_size(rx.store, upload_id) > 1000 + MiB)  # written, unverified
+    await wait_for(
+        lambda: partial_size(rx.store_dir, upload_id) > 1000 + MiB
+    )  # written, unverified
     for _ in range(3):
         assert (await tus.head(location)).offset == 1000
     await raw.send(data[1000 + MiB + MiB // 2 :])
@@ -122,7 +126,7 @@ async def test_shutdown_ends_a_body_in_flight_with_what_it_stored(tmp_path, sess
         upload_id = upload_id_of(location)
         raw = await RawRequest.patch(location, offset=0, content_length=len(data))
         await raw.send(data[: 2 * MiB])
-        await wait_for(lambda: partial_size(receiver.store, upload_id) >= MiB)
+        await wait_for(lambda: partial_size(receiver.store_dir, upload_id) >= MiB)
         stopping = asyncio.create_task(receiver.running.stop())
         status, headers = await raw.response()
         assert status == 503
@@ -152,7 +156,7 @@ async def test_a_late_stale_patch_does_not_cut_off_a_body_that_is_still_flowing(
         checksum=checksum_header("sha256", live_data),
     )
     await live.send(live_data[:MiB])
-    await wait_for(lambda: partial_size(rx.store, upload_id) >= MiB // 2)
+    await wait_for(lambda: partial_size(rx.store_dir, upload_id) >= MiB // 2)
 
     async def keep_flowing() -> None:  # 1 MiB more over ~1.6 s: longer than the grace
         for start in range(MiB, 2 * MiB, 64 * 1024):

@@ -20,6 +20,7 @@ from support.receiver import (
     partial_size,
     read_sidecar,
     running_receiver,
+    stored_bytes,
     upload_id_of,
     wait_for,
 )
@@ -54,7 +55,7 @@ async def _finish_and_check(tus: Tus, server: ReceiverProcess, location: str, da
     verified = receipt.verify(reply.headers["Dockd-Receipt"], server.public_key)
     assert verified.matches(upload=upload_id, length=len(data), sha256=digest)
     assert read_sidecar(server.store, upload_id)["sha256"] == digest
-    assert (server.store / "complete" / f"{upload_id}.bin").read_bytes() == data
+    assert stored_bytes(server.store, upload_id) == data
     return reply.headers["Dockd-Receipt"]
 
 
@@ -186,7 +187,7 @@ async def test_interrupted_completion_is_finished_on_restart(tmp_path, session, 
         if step != "before_the_sidecar_was_written":
             assert header == last.headers["Dockd-Receipt"]  # the receipt already signed
         assert receiver.stored_bytes(upload_id) == data
-        assert sorted(p.name for p in (receiver.store / "partial").iterdir()) == []
+        assert sorted(p.name for p in (receiver.store_dir / "partial").iterdir()) == []
 
 
 async def test_bytes_past_the_committed_offset_are_dropped_on_start(tmp_path, session):
@@ -200,7 +201,7 @@ async def test_bytes_past_the_committed_offset_are_dropped_on_start(tmp_path, se
     async with running_receiver(tmp_path) as receiver:
         tus = Tus(session, receiver.url)
         assert (await tus.head(receiver.url + upload_id)).offset == 40
-        assert partial_size(receiver.store, upload_id) == 40
+        assert partial_size(receiver.store_dir, upload_id) == 40
         assert (await tus.patch(receiver.url + upload_id, 40, b"b" * 60)).status == 204
         assert receiver.stored_bytes(upload_id) == b"a" * 40 + b"b" * 60
 

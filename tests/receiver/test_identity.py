@@ -20,8 +20,8 @@ async def test_metadata_dock_must_be_the_authenticated_dock(tmp_path, session):
         not_utf8 = "dock " + "/w=="  # base64 of b"\xff"
         reply = await tus.create(0, headers={"Upload-Metadata": not_utf8})
         assert reply.status == 403
-        assert list((rx.store / "partial").iterdir()) == []
-        assert list((rx.store / "complete").iterdir()) == []
+        assert list((rx.store_dir / "partial").iterdir()) == []
+        assert list(rx.store.completed()) == []
 
         matching = await tus.create(
             0, headers={"Upload-Metadata": metadata_header({"dock": "dock-a"})}

@@ -137,7 +137,7 @@ async def test_patch_past_upload_length_is_413_up_front_and_when_streamed(tus: T
         assert response.status == 413
     head = await tus.head(location)
     assert head.offset == 4
-    assert partial_size(rx.store, upload_id_of(location)) == 4
+    assert partial_size(rx.store_dir, upload_id_of(location)) == 4
 
 
 async def test_unknown_upload_is_404(tus: Tus, rx):
@@ -163,7 +163,7 @@ async def test_checksum_mismatch_is_460_and_leaves_offset_and_bytes(tus: Tus, rx
     head = await tus.head(location)
     assert head.offset == 4
     upload_id = upload_id_of(location)
-    assert (rx.store / "partial" / f"{upload_id}.bin").read_bytes() == b"good"
+    assert (rx.store_dir / "partial" / f"{upload_id}.bin").read_bytes() == b"good"
     # and the upload continues normally from there
     assert (await tus.patch(location, 4, b"nice", checksum="sha1")).status == 204
     assert (await tus.patch(location, 8, b"data")).status == 204
@@ -205,7 +205,7 @@ async def test_malformed_or_unsupported_checksum_is_400(tus: Tus, header):
 async def test_bad_creation_headers_are_400(tus: Tus, rx, headers):
     reply = await tus.request("POST", tus.url, headers)
     assert reply.status == 400, reply
-    assert list((rx.store / "partial").iterdir()) == []
+    assert list((rx.store_dir / "partial").iterdir()) == []
 
 
 async def test_what_real_clients_send_on_creation_is_accepted(tus: Tus, session, rx):
@@ -241,7 +241,7 @@ async def test_creation_with_a_non_tus_body_is_415(tus: Tus, rx):
         b"hello",
     )
     assert reply.status == 415
-    assert list((rx.store / "partial").iterdir()) == []
+    assert list((rx.store_dir / "partial").iterdir()) == []
 
 
 async def test_creation_with_upload_partial_and_whole(tus: Tus, rx):
@@ -275,7 +275,7 @@ async def test_creation_with_upload_partial_and_whole(tus: Tus, rx):
 async def test_creation_body_longer_than_the_upload_is_413(tus: Tus, rx):
     reply = await tus.create(3, body=b"hello")
     assert reply.status == 413
-    assert list((rx.store / "partial").iterdir()) == []
+    assert list((rx.store_dir / "partial").iterdir()) == []
 
 
 async def test_zero_length_upload_completes_at_creation(tus: Tus, rx):
@@ -309,7 +309,7 @@ async def test_termination_then_404(tus: Tus, rx):
     assert (await tus.head(location)).status == 404
     assert (await tus.patch(location, 5, b"56789")).status == 404
     assert (await tus.delete(location)).status == 404
-    assert list((rx.store / "partial").iterdir()) == []
+    assert list((rx.store_dir / "partial").iterdir()) == []
 
 
 async def test_completed_upload_cannot_be_terminated(tus: Tus, rx):
@@ -347,7 +347,7 @@ async def test_expired_upload_is_410_and_swept(tmp_path, session):
         location = (await tus.create(10)).headers["Location"]
         upload_id = upload_id_of(location)
         assert (await tus.patch(location, 0, b"01234")).status == 204
-        data_file = receiver.store / "partial" / f"{upload_id}.bin"
+        data_file = receiver.store_dir / "partial" / f"{upload_id}.bin"
         await wait_for(lambda: not data_file.exists())  # the sweeper frees the space
         reply = await tus.patch(location, 5, b"56789")
         assert reply.status == 410
@@ -395,7 +395,7 @@ async def test_stalled_checksummed_body_is_discarded(tmp_path, session):
         assert headers["Upload-Offset"] == "0"
         await raw.close()
         assert (await tus.head(location)).offset == 0
-        assert partial_size(receiver.store, upload_id_of(location)) == 0
+        assert partial_size(receiver.store_dir, upload_id_of(location)) == 0
 
 
 async def test_client_disconnect_keeps_what_was_stored(tus: Tus, rx):
@@ -404,9 +404,11 @@ async def test_client_disconnect_keeps_what_was_stored(tus: Tus, rx):
     body = hashlib.sha256(b"seed").digest() * (3 << 15)  # 3 MiB of a 4 MiB chunk
     raw = await RawRequest.patch(location, offset=0, content_length=4 << 20)
     await raw.send(body)
-    await wait_for(lambda: partial_size(rx.store, upload_id) >= 1 << 20)  # bytes hit the file
+    await wait_for(lambda: partial_size(rx.store_dir, upload_id) >= 1 << 20)  # bytes hit the file
     raw.abort()  # the network drops mid-body
-    await wait_for(lambda: not rx.running.registry.busy(upload_id))
+    await wait_for(lambda: not rx.running.coordinator.busy(upload_id))
     offset = (await tus.head(location)).offset
     assert 1 << 20 <= offset <= len(body)  # what reached the file is kept (no checksum)...
-    assert (rx.store / "partial" / f"{upload_id}.bin").read_bytes() == body[:offset]  # ...exactly
+    assert (rx.store_dir / "partial" / f"{upload_id}.bin").read_bytes() == body[
+        :offset
+    ]  # ...exactly

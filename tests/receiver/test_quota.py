@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from dockd.receiver import uploads
 from dockd.receiver.quota import LIMIT_HEADER, Quotas
+from dockd.receiver.storage.file import FileStore
 from support.receiver import Tus, running_receiver
 
 TiB = 1 << 40
@@ -40,7 +40,7 @@ async def test_2000_creations_of_1_tib_on_this_disk_are_refused_for_free_space(t
         elapsed = time.monotonic() - started
         print(f"\n2000 x 1 TiB on the real disk: {statuses} in {elapsed:.1f} s")
         assert statuses == {507: ATTEMPTS}
-        assert _partials(rx.store) == 0
+        assert _partials(rx.store_dir) == 0
         reply = await Tus(session, rx.url, TOKEN_A).create(TiB)
         assert reply.headers[LIMIT_HEADER] == "store-free-space"
         assert "store-free-space" in reply.text
@@ -50,7 +50,7 @@ async def test_2000_creations_of_1_tib_stop_at_the_reserved_bytes_quota(
     tmp_path, session, monkeypatch
 ):
     # A store with a petabyte free, so the per-dock reservation is what stops the flood.
-    monkeypatch.setattr(uploads, "free_bytes", lambda root: 1 << 50)
+    monkeypatch.setattr(FileStore, "free_bytes", lambda store: 1 << 50)
     async with running_receiver(tmp_path, tokens=TOKENS) as rx:
         started = time.monotonic()
         statuses = await _flood(Tus(session, rx.url, TOKEN_A), TiB)
@@ -59,7 +59,7 @@ async def test_2000_creations_of_1_tib_stop_at_the_reserved_bytes_quota(
         default = Quotas()
         accepted = default.max_reserved_per_dock // TiB
         assert statuses == {201: accepted, 413: ATTEMPTS - accepted}
-        assert _partials(rx.store) == accepted
+        assert _partials(rx.store_dir) == accepted
         refused = await Tus(session, rx.url, TOKEN_A).create(TiB)
         assert refused.status == 413
         assert refused.headers[LIMIT_HEADER] == "reserved-bytes-per-dock"
@@ -80,7 +80,7 @@ async def test_a_dock_stops_at_its_count_of_unfinished_uploads_and_frees_it_by_f
         assert refused.headers[LIMIT_HEADER] == "uploads-per-dock"
         assert "uploads-per-dock" in refused.text and "limit 20" in refused.text
         # Finished uploads hold nothing: a completed one and a terminated one free two places.
-        some = [p.stem for p in (rx.store / "partial").glob("*.json")][:2]
+        some = [p.stem for p in (rx.store_dir / "partial").glob("*.json")][:2]
         location = rx.url + some[0]
         assert (await tus.patch(location, 0, b"\0" * (1 << 20))).status == 204
         assert (await tus.delete(rx.url + some[1])).status == 204
@@ -102,7 +102,7 @@ async def test_free_space_counts_what_unfinished_uploads_still_have_to_write(
 ):
     length = TiB
     free = 3 * TiB
-    monkeypatch.setattr(uploads, "free_bytes", lambda root: free)
+    monkeypatch.setattr(FileStore, "free_bytes", lambda store: free)
     quotas = Quotas(max_reserved_per_dock=100 * TiB, free_space_margin=0)
     async with running_receiver(tmp_path, tokens=TOKENS, quotas=quotas) as rx:
         a, b = Tus(session, rx.url, TOKEN_A), Tus(session, rx.url, TOKEN_B)

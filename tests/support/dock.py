@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import signal
@@ -12,10 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dockd import config
+from dockd.receiver.storage.api import UploadStore
+from dockd.receiver.storage.file import FileStore
 
 
 def toml_value(value: Any) -> str:
@@ -139,21 +144,51 @@ def journal_rows(state_dir: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
-def stored_objects(store: Path) -> list[dict[str, Any]]:
-    """The receiver's completed uploads: sidecar dicts with the data path added."""
+@dataclass(frozen=True)
+class StoredObject:
+    """A completed upload's bytes, read through the store interface (never by file name).
+
+    `stem` is the upload id (what callers used to take from `complete/<id>.bin`).
+    """
+
+    store: UploadStore
+    upload: str
+
+    @property
+    def stem(self) -> str:
+        return self.upload
+
+    def open(self, mode: str = "rb") -> BinaryIO:
+        assert mode == "rb", "stored objects are read-only"
+        return self.store.open_completed(self.upload)
+
+    def read_bytes(self) -> bytes:
+        with self.open() as stream:
+            return stream.read()
+
+
+def stored_objects(store: UploadStore | Path) -> list[dict[str, Any]]:
+    """The receiver's completed uploads (a directory is a file store): sidecar dicts, with the
+    object under "data_path" (a `StoredObject`, the key kept from when it was a file path)."""
+    opened = store if isinstance(store, UploadStore) else FileStore(store)
     out = []
-    for sidecar in sorted((store / "complete").glob("*.json")):
-        meta = json.loads(sidecar.read_text())
-        meta["data_path"] = sidecar.with_suffix(".bin")
+    for record in opened.completed():
+        meta = dataclasses.asdict(record)
+        meta["data_path"] = StoredObject(opened, record.upload)
         out.append(meta)
     return out
 
 
-def decrypt_sha256(path: Path, identity_file: Path) -> str:
-    """SHA-256 of what the real `age` CLI decrypts the stored object to."""
-    proc = subprocess.run(
-        ["age", "-d", "-i", str(identity_file), str(path)], capture_output=True, check=True
-    )
+def decrypt_sha256(stored: Path | StoredObject, identity_file: Path) -> str:
+    """SHA-256 of what the real `age` CLI decrypts the stored object to (streamed to its stdin)."""
+    argv = ["age", "-d", "-i", str(identity_file)]
+    with stored.open("rb") as source:
+        try:
+            source.fileno()
+        except (OSError, io.UnsupportedOperation):  # an in-memory store: hand the bytes over
+            proc = subprocess.run(argv, input=source.read(), capture_output=True, check=True)
+        else:
+            proc = subprocess.run(argv, stdin=source, capture_output=True, check=True)
     return hashlib.sha256(proc.stdout).hexdigest()
 
 

@@ -7,6 +7,7 @@
 
     async with running_receiver(tmp_path, expire_after=1) as rx:   # in-process, port 0
         rx.url, rx.public_key, rx.sidecar(upload_id), rx.stored_bytes(upload_id)
+        rx.store (the UploadStore), rx.store_dir (a file store's directory)
 
 `ReceiverProcess` methods block (they wait for the process); call them from async tests freely
 as long as the receiver is not served by the test's own event loop.
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
-import json
 import os
 import resource
 import signal
@@ -36,6 +37,8 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from dockd.crypto.keys import keygen, load_signing_key, load_verify_key
 from dockd.receiver.app import ReceiverSettings, RunningReceiver, start
+from dockd.receiver.storage.api import UploadStore
+from dockd.receiver.storage.file import FileStore
 from multidict import CIMultiDict, CIMultiDictProxy
 
 LISTENING = "dockd serve: listening on "
@@ -220,18 +223,27 @@ def upload_id_of(upload_url: str) -> str:
     return upload_url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def read_sidecar(store: Path, upload_id: str) -> dict[str, Any]:
+def as_store(store: UploadStore | Path) -> UploadStore:
+    """A store object; a directory (a `dockd serve --store DIR` subprocess) is a file store."""
+    return store if isinstance(store, UploadStore) else FileStore(store)
+
+
+def read_sidecar(store: UploadStore | Path, upload_id: str) -> dict[str, Any]:
     """The completion sidecar of a finished upload (sha256, receipt, metadata…)."""
-    return json.loads((store / "complete" / f"{upload_id}.json").read_text())
+    record = as_store(store).load_completed(upload_id)
+    assert record is not None, f"upload {upload_id} is not complete"
+    return dataclasses.asdict(record)
 
 
-def stored_bytes(store: Path, upload_id: str) -> bytes:
-    """The bytes a finished upload stored (tests only: loads the whole file)."""
-    return (store / "complete" / f"{upload_id}.bin").read_bytes()
+def stored_bytes(store: UploadStore | Path, upload_id: str) -> bytes:
+    """The bytes a finished upload stored (tests only: loads the whole object)."""
+    with as_store(store).open_completed(upload_id) as stream:
+        return stream.read()
 
 
 def partial_size(store: Path, upload_id: str) -> int:
-    """Size of an unfinished upload's data file (may include unacknowledged bytes)."""
+    """Size of an unfinished upload's data file in a file store's directory (a file-store detail:
+    may include unacknowledged bytes, which the file store truncates on restart)."""
     try:
         return (store / "partial" / f"{upload_id}.bin").stat().st_size
     except FileNotFoundError:
@@ -394,8 +406,15 @@ class InProcessReceiver:
         return self.running.url
 
     @property
-    def store(self) -> Path:
-        return self.running.settings.store
+    def store(self) -> UploadStore:
+        return self.running.store
+
+    @property
+    def store_dir(self) -> Path:
+        """The file store's directory (tests of the file store's own layout only)."""
+        store = self.running.store
+        assert isinstance(store, FileStore), "not a file store"
+        return store.root
 
     @property
     def settings(self) -> ReceiverSettings:

@@ -9,7 +9,8 @@ Modes:
 - one object: `--object F.bin --manifest M.json --identity I --dock-key P --server-key P`
 - a receiver store: `--store DIR` (+ the three keys): every clip whose manifest was uploaded
   (metadata `manifest_for`), plus manifests given with `--manifests DIR` (a dock's
-  state_dir/manifests), each checked against `DIR/complete/<upload id>.bin`
+  state_dir/manifests), each checked against the store's object for that upload (read through
+  the receiver's store interface: `DIR` or `file:DIR`)
 - a demo workdir: `--workdir DIR` = `--store DIR/store --manifests DIR/state/manifests
   --identity DIR/identity.txt --dock-key DIR/dock-signing.pub --server-key DIR/server-receipt.pub`,
   and the dock's audit log in DIR/state is checked against the heads the manifests carry.
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -33,6 +34,8 @@ from dockd.crypto import age, receipt
 from dockd.crypto.keys import AgeIdentity, KeyFileError, load_age_identities, load_verify_key
 from dockd.custody import audit
 from dockd.custody import manifest as manifests
+from dockd.receiver.storage import open_store
+from dockd.receiver.storage.api import UploadStore
 
 READ_BLOCK = 1 << 20
 
@@ -75,9 +78,44 @@ def _read_manifest(path: Path) -> bytes:
         return handle.read(manifests.MAX_BYTES + 1)
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+@dataclass(frozen=True)
+class ObjectFile:
+    """A stored object given as a file (`--object`)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def open(self) -> BinaryIO:
+        return self.path.open("rb")
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """A completed upload in a receiver store, read through the store interface only."""
+
+    store: UploadStore
+    upload: str
+
+    @property
+    def name(self) -> str:
+        return f"upload {self.upload}"
+
+    def exists(self) -> bool:
+        return self.store.load_completed(self.upload) is not None
+
+    def open(self) -> BinaryIO:
+        return self.store.open_completed(self.upload)
+
+
+def _hash_object(stored: ObjectFile | StoredUpload) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
+    with stored.open() as handle:
         while block := handle.read(READ_BLOCK):
             digest.update(block)
             size += len(block)
@@ -85,7 +123,7 @@ def _hash_file(path: Path) -> tuple[str, int]:
 
 
 def verify_clip(
-    object_path: Path,
+    stored: ObjectFile | StoredUpload,
     manifest_bytes: bytes,
     identities: Sequence[AgeIdentity],
     dock_key: Ed25519PublicKey,
@@ -93,7 +131,7 @@ def verify_clip(
     *,
     title: str | None = None,
 ) -> tuple[Report, dict[str, Any] | None]:
-    report = Report(title or str(object_path))
+    report = Report(title or stored.name)
     try:
         manifest = manifests.verify(manifest_bytes, dock_key)
     except manifests.ManifestError as exc:
@@ -103,7 +141,7 @@ def verify_clip(
     clip, cipher, upload = manifest["clip"], manifest["ciphertext"], manifest["upload"]
     camera = manifest.get("camera", {})
     report.title = (
-        f"{title or object_path.name}: {camera.get('serial')} {clip.get('path')} "
+        f"{title or stored.name}: {camera.get('serial')} {clip.get('path')} "
         f"(bay {camera.get('bay')}, dock {manifest.get('dock')})"
     )
     if upload.get("receipt") is None:
@@ -124,10 +162,10 @@ def verify_clip(
                 f"{signed.upload}, {signed.length} bytes, sha256 {signed.sha256[:16]}… "
                 "(must equal the manifest's upload and ciphertext)",
             )
-    if not object_path.is_file():
-        report.check(False, f"stored object {object_path}: missing")
+    if not stored.exists():
+        report.check(False, f"stored object {stored.name}: missing")
         return report, manifest
-    digest, size = _hash_file(object_path)
+    digest, size = _hash_object(stored)
     report.check(
         digest == cipher["sha256"] and size == cipher["length"],
         f"stored object: {size} bytes, sha256 {digest[:16]}… "
@@ -140,7 +178,7 @@ def verify_clip(
     )
     sink = _Hasher()
     try:
-        with object_path.open("rb") as source:
+        with stored.open() as source:
             age.decrypt(source, sink, identities)  # type: ignore[arg-type]
     except age.AgeError as exc:
         report.check(False, f"decrypts with the identity (age v1): {exc}")
@@ -154,31 +192,20 @@ def verify_clip(
     return report, manifest
 
 
-def _store_manifests(store: Path) -> dict[str, tuple[str, bytes]]:
+def _store_manifests(store: UploadStore) -> dict[str, tuple[str, bytes]]:
     """upload id → (where, manifest bytes) for every manifest upload in a receiver store."""
     found: dict[str, tuple[str, bytes]] = {}
-    for sidecar in sorted((store / "complete").glob("*.json")):
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        target = (meta.get("metadata") or {}).get("manifest_for")
+    for record in store.completed():
+        target = record.metadata.get("manifest_for")
         if isinstance(target, str) and target:
-            data = _read_manifest(sidecar.with_suffix(".bin"))
-            found[target] = (f"store upload {sidecar.stem}", data)
+            with store.open_completed(record.upload) as stream:
+                data = stream.read(manifests.MAX_BYTES + 1)  # bounded, as `_read_manifest`
+            found[target] = (f"store upload {record.upload}", data)
     return found
 
 
-def _clip_objects(store: Path) -> list[str]:
-    ids = []
-    for sidecar in sorted((store / "complete").glob("*.json")):
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not (meta.get("metadata") or {}).get("manifest_for"):
-            ids.append(sidecar.stem)
-    return ids
+def _clip_objects(store: UploadStore) -> list[str]:
+    return [r.upload for r in store.completed() if not r.metadata.get("manifest_for")]
 
 
 def _upload_id_of(data: bytes) -> str | None:
@@ -238,7 +265,11 @@ def run(args: argparse.Namespace) -> int:
     anchors: list[tuple[str, int, str]] = []
     if single:
         report, _ = verify_clip(
-            args.object, _read_manifest(args.manifest), identities, dock_key, server_key
+            ObjectFile(args.object),
+            _read_manifest(args.manifest),
+            identities,
+            dock_key,
+            server_key,
         )
         reports.append(report)
     else:
@@ -266,7 +297,7 @@ def _verify_store(
     server_key: Ed25519PublicKey,
     anchors: list[tuple[str, int, str]],
 ) -> list[Report]:
-    store: Path = args.store
+    store = open_store(args.store)
     on_server = _store_manifests(store)
     local: dict[str, tuple[str, bytes]] = {}
     if args.manifests is not None and args.manifests.is_dir():
@@ -277,7 +308,7 @@ def _verify_store(
     for upload_id in sorted(set(on_server) | set(local)):
         where, data = on_server.get(upload_id) or local[upload_id]
         report, manifest = verify_clip(
-            store / "complete" / f"{upload_id}.bin",
+            StoredUpload(store, upload_id),
             data,
             identities,
             dock_key,

@@ -12,13 +12,17 @@ Modules, one job each:
     cli.py         `dockd serve` command line
     exposure.py    startup policy: no anonymous or clear-text network server by accident
     connections.py request-head deadline, connection caps, rate-limited accept errors
-    handlers.py    HTTP ↔ registry: the tus endpoints and their status codes
-    uploads.py     in-memory upload state, locking, chunk application, completion, expiry
+    handlers.py    HTTP ↔ coordinator: the tus endpoints and their status codes
+    uploads.py     UploadCoordinator: unfinished uploads, locking, creation, completion, expiry
+    upload_state.py one upload's committed state, request generations, its running hash
+    chunks.py      ChunkStorer: one PATCH body through the store's writer, verified, committed
+    refusals.py    store errors as tus refusals (507, 503 + Retry-After, 409, 500)
     quota.py       per-dock limits on unfinished uploads, and the store's free space
-    body.py        streaming a request body into the file while hashing, with idle cut-off
-    store.py       on-disk layout, durability order, crash recovery
+    body.py        streaming a request body into the store while hashing, with idle cut-off
+    storage/       the store interface (api.py) and its implementations: file.py (on-disk layout,
+                   durability order, crash recovery; the only fd/fsync code), memory.py (tests)
     threads.py     blocking disk work on worker threads, never abandoned mid-way
-    tus.py         protocol constants and strict header parsers
+    protocol.py    tus server-side constants, strict header parsers, ProtocolError
     auth.py        who is asking: bearer tokens (`--tokens`), client-certificate CN
 
 Operator and implementer documentation: docs/RECEIVER.md.

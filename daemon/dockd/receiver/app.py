@@ -1,7 +1,8 @@
 """The reference ingest server: settings, the aiohttp application, and running it on a socket.
 
-`create_app` wires the tus endpoints (`handlers.py`) to the upload registry (`uploads.py`) and the
-durable store (`store.py`); `start` serves it and returns a `RunningReceiver`. The application
+`create_app` wires the tus endpoints (`handlers.py`) to the upload coordinator (`uploads.py`) and
+a store (`storage/`: any `UploadStore`; `settings.store` is either one or a `--store` spec);
+`start` serves it and returns a `RunningReceiver`. The application
 recovers the store when it starts, sweeps expired uploads in the background, and on shutdown cuts
 off bodies still being read so every request ends with what it durably stored.
 """
@@ -26,11 +27,13 @@ from dockd.crypto import receipt
 from dockd.receiver.auth import BearerAuth, certificate_identity
 from dockd.receiver.connections import ConnectionGuard, ConnectionLimits
 from dockd.receiver.handlers import DOCK_KEY, TusHandlers, effective_method
+from dockd.receiver.protocol import TUS_VERSION, ProtocolError
 from dockd.receiver.quota import Quotas
-from dockd.receiver.store import Store
+from dockd.receiver.refusals import storage_refusal
+from dockd.receiver.storage import open_store
+from dockd.receiver.storage.api import StoreError, UploadStore
 from dockd.receiver.threads import run_blocking
-from dockd.receiver.tus import TUS_VERSION, TusError
-from dockd.receiver.uploads import Registry
+from dockd.receiver.uploads import UploadCoordinator
 
 log = structlog.get_logger("dockd.receiver")
 
@@ -39,7 +42,8 @@ log = structlog.get_logger("dockd.receiver")
 class ReceiverSettings:
     """Everything the receiver needs; `dockd serve` builds it from its command line."""
 
-    store: Path
+    # A store object, or what `--store` names: `file:DIR` or a directory path (file store).
+    store: UploadStore | Path | str
     signing_key: Ed25519PrivateKey
     base_path: str = "/files/"
     max_size: int = 1 << 40  # Tus-Max-Size
@@ -105,7 +109,7 @@ class ReceiverSettings:
 LISTEN_BACKLOG = 128
 
 SETTINGS_KEY = web.AppKey("settings", ReceiverSettings)
-REGISTRY_KEY = web.AppKey("registry", Registry)
+COORDINATOR_KEY = web.AppKey("coordinator", UploadCoordinator)
 # Set by `start`: the connection guard the middleware tells when a request has been answered.
 GUARD_KEY = web.AppKey("connection_guard", ConnectionGuard)
 
@@ -116,17 +120,18 @@ def create_app(settings: ReceiverSettings) -> web.Application:
     app = web.Application(
         middlewares=[_tus_middleware(auth, client_certs=settings.client_cert_identity)]
     )
-    registry = Registry(
-        Store(settings.store),
+    store = settings.store
+    coordinator = UploadCoordinator(
+        store if isinstance(store, UploadStore) else open_store(store),
         settings.signing_key,
         expire_after=settings.expire_after,
         idle_timeout=settings.idle_timeout,
         quotas=settings.quotas,
     )
     app[SETTINGS_KEY] = settings
-    app[REGISTRY_KEY] = registry
+    app[COORDINATOR_KEY] = coordinator
     handlers = TusHandlers(
-        registry,
+        coordinator,
         base_path=settings.base_path,
         public_origin=settings.public_origin,
         max_size=settings.max_size,
@@ -148,7 +153,7 @@ async def _add_tus_resumable(request: web.Request, response: web.StreamResponse)
     response.headers["Tus-Resumable"] = TUS_VERSION
 
 
-def _error_response(error: TusError) -> web.Response:
+def _error_response(error: ProtocolError) -> web.Response:
     response = web.Response(
         status=error.status,
         reason="Checksum Mismatch" if error.status == 460 else None,
@@ -173,7 +178,7 @@ def _tus_middleware(auth: BearerAuth | None, *, client_certs: bool) -> Middlewar
                 if client_certs:  # the TLS handshake already required a certificate of our CA
                     dock = certificate_identity(request.transport)
                     if dock is None and auth is None:
-                        raise TusError(
+                        raise ProtocolError(
                             403, "the client certificate's subject commonName names no dock"
                         )
                 if auth is not None:
@@ -185,19 +190,21 @@ def _tus_middleware(auth: BearerAuth | None, *, client_certs: bool) -> Middlewar
                             path=request.path,
                             presented="Authorization" in request.headers,
                         )
-                        raise TusError(
+                        raise ProtocolError(
                             401,
                             "missing or unknown bearer token",
                             {"WWW-Authenticate": 'Bearer realm="dockd"'},
                         )
                 if request.headers.get("Tus-Resumable") != TUS_VERSION:
-                    raise TusError(
+                    raise ProtocolError(
                         412, f"this server speaks tus {TUS_VERSION}", {"Tus-Version": TUS_VERSION}
                     )
             request[DOCK_KEY] = dock
             response = await handler(request)
-        except TusError as exc:
+        except ProtocolError as exc:
             response = _error_response(exc)
+        except StoreError as exc:  # a lookup or termination the store could not do
+            response = _error_response(storage_refusal(exc, what="the request was not done"))
         except web.HTTPException as exc:  # aiohttp's own 404/405 for paths outside ours
             response = web.Response(status=exc.status, reason=exc.reason, text=exc.text)
         except Exception:
@@ -220,19 +227,19 @@ def _tus_middleware(auth: BearerAuth | None, *, client_certs: bool) -> Middlewar
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    settings, registry = app[SETTINGS_KEY], app[REGISTRY_KEY]
-    partials = await run_blocking(registry.store.recover)
-    uploads = registry.load(partials)
+    settings, coordinator = app[SETTINGS_KEY], app[COORDINATOR_KEY]
+    partials = await run_blocking(coordinator.store.recover)
+    uploads = coordinator.load(partials)
     # Uploads whose bytes all arrived but whose receipt was never written (crash in between).
     finishing = [
-        asyncio.create_task(registry.finish_pending_completion(upload))
+        asyncio.create_task(coordinator.finish_pending_completion(upload))
         for upload in uploads
         if upload.offset == upload.length
     ]
-    sweeper = asyncio.create_task(_sweep_forever(registry, settings))
+    sweeper = asyncio.create_task(_sweep_forever(coordinator, settings))
     log.info(
         "receiver.ready",
-        store=str(settings.store),
+        store=coordinator.store.describe(),
         unfinished=len(uploads),
         receipt_key_id=receipt.key_id(settings.signing_key.public_key()),
         auth=_auth_description(settings),
@@ -259,19 +266,19 @@ def _auth_description(settings: ReceiverSettings) -> str:
     return "+".join(methods) or "anonymous"
 
 
-async def _sweep_forever(registry: Registry, settings: ReceiverSettings) -> None:
+async def _sweep_forever(coordinator: UploadCoordinator, settings: ReceiverSettings) -> None:
     while True:
         await asyncio.sleep(settings.effective_sweep_interval)
         try:
-            await registry.sweep(tombstone_ttl=settings.tombstone_ttl)
+            await coordinator.sweep(tombstone_ttl=settings.tombstone_ttl)
         except Exception:
             log.exception("sweep.failed")
 
 
 async def _cut_off_bodies(app: web.Application) -> None:
-    registry = app[REGISTRY_KEY]
-    registry.stopping = True
-    registry.cut_all("shutdown")
+    coordinator = app[COORDINATOR_KEY]
+    coordinator.stopping = True
+    coordinator.cut_all("shutdown")
 
 
 @dataclass
@@ -291,8 +298,12 @@ class RunningReceiver:
         return self.app[SETTINGS_KEY]
 
     @property
-    def registry(self) -> Registry:
-        return self.app[REGISTRY_KEY]
+    def coordinator(self) -> UploadCoordinator:
+        return self.app[COORDINATOR_KEY]
+
+    @property
+    def store(self) -> UploadStore:
+        return self.coordinator.store
 
     async def stop(self) -> None:
         """Stop listening, end requests in flight with what they stored (idempotent)."""

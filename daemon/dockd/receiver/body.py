@@ -1,8 +1,9 @@
-"""Receiving one PATCH (or creation-with-upload) body: stream it into the data file while hashing.
+"""Receiving one PATCH (or creation-with-upload) body: stream it into the store while hashing.
 
 The body is read piece by piece from aiohttp, gathered into ~1 MiB batches, and each batch is
-written with `os.pwrite` at its absolute offset and fed to the hashers on worker threads (both
-release the GIL), so the event loop never blocks on the disk. One batch is processed while the
+handed to the store's `ChunkWriter` at its absolute offset and fed to the hashers on worker
+threads (the file store's pwrite and hashlib both release the GIL), so the event loop never
+blocks on the disk. One batch is processed while the
 next one arrives: memory per request stays around two batches whatever the chunk size.
 
 Each network read runs under an idle deadline (`Cutoff`): a client that stops sending for
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import StreamReader
 from aiohttp.http_exceptions import HttpProcessingError
 
+from dockd.receiver.storage.api import ChunkWriter
 from dockd.receiver.threads import wait_through_cancellation
 
 BATCH_BYTES = 1 << 20
@@ -90,15 +91,15 @@ class Cutoff:
 
 
 class BodyWriter:
-    """Writes body bytes at `start` onwards in the file `fd`, feeding `hashers` with them.
+    """Writes body bytes at `start` onwards through the store's `writer`, feeding `hashers`.
 
     Each batch is written, and fed to each hasher, by separate worker jobs running at once (all
     release the GIL, so they spread over the cores); the next batch is submitted only when all
     are done, which keeps every hasher fed in order and bounds memory.
     """
 
-    def __init__(self, fd: int, start: int, hashers: Sequence[Any]) -> None:
-        self._fd = fd
+    def __init__(self, writer: ChunkWriter, start: int, hashers: Sequence[Any]) -> None:
+        self._writer = writer
         self._position = start
         self._hashers = hashers
         self._batch: list[bytes] = []
@@ -112,7 +113,7 @@ class BodyWriter:
             await self._submit()
 
     async def finish(self) -> None:
-        """Write what is gathered and wait until every byte is in the file (not yet synced)."""
+        """Write what is gathered and wait until the store has every byte (not yet committed)."""
         if self._batch:
             await self._submit()
         await self._wait_in_flight()
@@ -130,7 +131,7 @@ class BodyWriter:
         self._batch, self._batch_size = [], 0
         position, self._position = self._position, self._position + len(data)
         loop = asyncio.get_running_loop()
-        self._in_flight = [loop.run_in_executor(None, self._write, data, position)]
+        self._in_flight = [loop.run_in_executor(None, self._writer.write, data, position)]
         self._in_flight += [loop.run_in_executor(None, h.update, data) for h in self._hashers]
 
     async def _wait_in_flight(self) -> None:
@@ -145,18 +146,12 @@ class BodyWriter:
         if failure is not None:
             raise failure
 
-    def _write(self, data: bytes, position: int) -> None:  # worker thread
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view, position = view[written:], position + written
-
 
 @dataclass(frozen=True)
 class Received:
     """How a body read ended."""
 
-    count: int  # bytes read and written to the file (not yet synced)
+    count: int  # bytes read and handed to the store (not yet committed)
     interrupted: (
         str | None
     )  # None: the whole body arrived; else "disconnected", "idle", or a cut reason
@@ -168,7 +163,7 @@ async def receive_body(
 ) -> Received:
     """Stream `content` through `writer` until the body ends, is cut off, or exceeds `limit`.
 
-    Disk errors (ENOSPC…) propagate once any write in flight has settled; the caller truncates.
+    Store errors (StoreFull…) propagate once any write in flight has settled; the caller discards.
     """
     count = 0
     interrupted: str | None = None

@@ -27,7 +27,8 @@ from dockd.receiver.app import LISTEN_BACKLOG, ReceiverSettings, start
 from dockd.receiver.auth import load_tokens
 from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
-from dockd.receiver.store import StoreError
+from dockd.receiver.storage import open_store
+from dockd.receiver.storage.api import StoreError
 
 log = structlog.get_logger("dockd.receiver")
 
@@ -80,9 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         required=True,
-        type=Path,
-        metavar="DIR",
-        help="directory for uploads (created if missing)",
+        metavar="STORE",
+        help="where uploads live: a directory, or file:DIR (created if missing)",
     )
     parser.add_argument(
         "--signing-key",
@@ -230,7 +230,7 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
     """Load key files and build the settings; KeyFileError/ConfigError name the culprit."""
     try:
         return ReceiverSettings(
-            store=args.store,
+            store=open_store(args.store),
             signing_key=load_signing_key(args.signing_key),
             base_path=args.base_path,
             max_size=args.max_size,

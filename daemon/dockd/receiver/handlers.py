@@ -1,4 +1,5 @@
-"""HTTP side of the tus endpoints: turn requests into `Registry` calls and results into responses.
+"""HTTP side of the tus endpoints: turn requests into `UploadCoordinator` calls and results into
+responses. Handlers never touch storage: the coordinator does, through the store interface.
 
 Routes (with the default base path)::
 
@@ -18,8 +19,19 @@ from typing import Any
 from aiohttp import web
 
 from dockd.crypto import receipt
+from dockd.receiver.protocol import (
+    CHECKSUM_ALGORITHMS,
+    EXTENSIONS,
+    OFFSET_CONTENT_TYPE,
+    TUS_VERSION,
+    ProtocolError,
+    http_date,
+    parse_checksum,
+    parse_metadata,
+    parse_size,
+)
 from dockd.receiver.quota import LIMIT_HEADER
-from dockd.receiver.store import (
+from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     Tombstone,
@@ -27,18 +39,7 @@ from dockd.receiver.store import (
     new_upload_id,
     rfc3339,
 )
-from dockd.receiver.tus import (
-    CHECKSUM_ALGORITHMS,
-    EXTENSIONS,
-    OFFSET_CONTENT_TYPE,
-    TUS_VERSION,
-    TusError,
-    http_date,
-    parse_checksum,
-    parse_metadata,
-    parse_size,
-)
-from dockd.receiver.uploads import ChunkResult, Registry, Upload
+from dockd.receiver.uploads import ChunkResult, Upload, UploadCoordinator
 
 # Request key for the authenticated dock id (None without token auth). Recent aiohttp warns on
 # plain string keys; versions before RequestKey existed only have those.
@@ -54,7 +55,7 @@ class TusHandlers:
 
     def __init__(
         self,
-        registry: Registry,
+        coordinator: UploadCoordinator,
         *,
         base_path: str,
         public_origin: str | None = None,
@@ -62,7 +63,7 @@ class TusHandlers:
         max_metadata_bytes: int,
         owners_enforced: bool,
     ) -> None:
-        self._registry = registry
+        self._coordinator = coordinator
         self._base_path = base_path
         # Behind a TLS-terminating proxy the request arrives as http://; Location must still
         # name the URL docks reach, or they would be sent to a clear-text upload URL.
@@ -79,14 +80,14 @@ class TusHandlers:
             return self._options()
         if method == "POST":
             return await self._create(request)
-        raise TusError(405, f"{method} is not allowed here", {"Allow": "OPTIONS, POST"})
+        raise ProtocolError(405, f"{method} is not allowed here", {"Allow": "OPTIONS, POST"})
 
     async def upload_endpoint(self, request: web.Request) -> web.StreamResponse:
         method = effective_method(request)
         if method == "OPTIONS":
             return self._options()
         if method not in ("HEAD", "PATCH", "DELETE"):
-            raise TusError(
+            raise ProtocolError(
                 405, f"{method} is not allowed here", {"Allow": "OPTIONS, HEAD, PATCH, DELETE"}
             )
         upload_id = request.match_info["upload_id"]
@@ -115,12 +116,12 @@ class TusHandlers:
     async def _create(self, request: web.Request) -> web.Response:
         headers = request.headers
         if "Upload-Defer-Length" in headers:
-            raise TusError(400, "creation-defer-length is not supported: send Upload-Length")
+            raise ProtocolError(400, "creation-defer-length is not supported: send Upload-Length")
         if "Upload-Concat" in headers:
-            raise TusError(400, "concatenation is not supported")
+            raise ProtocolError(400, "concatenation is not supported")
         length = parse_size("Upload-Length", headers.get("Upload-Length"))
         if length > self._max_size:
-            raise TusError(
+            raise ProtocolError(
                 413,
                 f"quota max-size: Upload-Length exceeds Tus-Max-Size {self._max_size}",
                 {"Tus-Max-Size": str(self._max_size), LIMIT_HEADER: "max-size"},
@@ -134,10 +135,10 @@ class TusHandlers:
         with_body = request.content_type == OFFSET_CONTENT_TYPE
         if not with_body and _has_body(request):
             # An empty body with any type is fine (aiohttp's client sends octet-stream).
-            raise TusError(415, f"a creation body needs Content-Type: {OFFSET_CONTENT_TYPE}")
+            raise ProtocolError(415, f"a creation body needs Content-Type: {OFFSET_CONTENT_TYPE}")
         checksum = parse_checksum(headers.get("Upload-Checksum")) if with_body else None
         if with_body and request.content_length is not None and request.content_length > length:
-            raise TusError(413, "body is longer than Upload-Length")
+            raise ProtocolError(413, "body is longer than Upload-Length")
         info = CreationInfo(
             upload=new_upload_id(),
             length=length,
@@ -146,18 +147,18 @@ class TusHandlers:
             created=rfc3339(dt.datetime.now(dt.UTC)),
             dock=dock,
         )
-        upload = await self._registry.create(info)
+        upload = await self._coordinator.create(info)
         result = ChunkResult(upload.offset, upload.expires, upload.completed)
         if with_body and upload.completed is None:
             try:
-                result = await self._registry.apply_chunk(
+                result = await self._coordinator.apply_chunk(
                     upload,
                     request.content,
                     offset=0,
                     checksum=checksum,
                     content_length=request.content_length,
                 )
-            except TusError:
+            except ProtocolError:
                 # The upload exists whatever happened to the body: report how far it got,
                 # and the client continues with PATCH from there.
                 result = ChunkResult(upload.offset, upload.expires, upload.completed)
@@ -171,12 +172,12 @@ class TusHandlers:
         headers = {"Cache-Control": "no-store"}
         if isinstance(found, Upload):
             if found.offset == found.length:  # a completion that failed or was interrupted
-                await self._registry.finish_pending_completion(found)
+                await self._coordinator.finish_pending_completion(found)
             if found.completed is not None:
                 found_completed: CompletedUpload | None = found.completed
             else:
                 found_completed = None
-                self._registry.start_hash_rebuild(found)  # a PATCH will probably follow
+                self._coordinator.start_hash_rebuild(found)  # a PATCH will probably follow
                 headers.update(
                     {
                         "Upload-Offset": str(found.offset),
@@ -204,14 +205,14 @@ class TusHandlers:
 
     async def _patch(self, request: web.Request, upload_id: str) -> web.Response:
         if request.content_type != OFFSET_CONTENT_TYPE:
-            raise TusError(415, f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")
+            raise ProtocolError(415, f"PATCH needs Content-Type: {OFFSET_CONTENT_TYPE}")
         offset = parse_size("Upload-Offset", request.headers.get("Upload-Offset"))
         checksum = parse_checksum(request.headers.get("Upload-Checksum"))
         found = await self._find(request, upload_id)
         if isinstance(found, CompletedUpload):
-            result = Registry.chunk_on_completed(found, offset, request.content_length)
+            result = UploadCoordinator.chunk_on_completed(found, offset, request.content_length)
         else:
-            result = await self._registry.apply_chunk(
+            result = await self._coordinator.apply_chunk(
                 found,
                 request.content,
                 offset=offset,
@@ -224,23 +225,25 @@ class TusHandlers:
 
     async def _delete(self, found: Upload | CompletedUpload) -> web.Response:
         if isinstance(found, CompletedUpload):
-            raise TusError(403, "completed uploads are kept as evidence and cannot be terminated")
-        await self._registry.terminate(found)
+            raise ProtocolError(
+                403, "completed uploads are kept as evidence and cannot be terminated"
+            )
+        await self._coordinator.terminate(found)
         return web.Response(status=204)
 
     # -- lookup with ownership --
 
     async def _find(self, request: web.Request, upload_id: str) -> Upload | CompletedUpload:
         if not is_upload_id(upload_id):
-            raise TusError(404, "no such upload")
-        found = await self._registry.find(upload_id)
+            raise ProtocolError(404, "no such upload")
+        found = await self._coordinator.find(upload_id)
         if found is None:
-            raise TusError(404, "no such upload")
+            raise ProtocolError(404, "no such upload")
         owner = found.info.dock if isinstance(found, Upload) else found.dock
         if self._owners_enforced and owner != request.get(DOCK_KEY):
-            raise TusError(404, "no such upload")  # do not reveal other docks' uploads
+            raise ProtocolError(404, "no such upload")  # do not reveal other docks' uploads
         if isinstance(found, Tombstone):
-            raise TusError(410, "upload expired")
+            raise ProtocolError(410, "upload expired")
         return found
 
 
@@ -253,7 +256,7 @@ def _check_claimed_dock(metadata: Mapping[str, str | None], dock: str | None) ->
     if "dock" in metadata and metadata["dock"] != dock:
         claimed = metadata["dock"]
         shown = repr(claimed[:64]) if claimed is not None else "(not UTF-8)"
-        raise TusError(
+        raise ProtocolError(
             403,
             f"metadata dock {shown} is not the authenticated dock {dock!r}: "
             "[dock] id and the credentials must name the same dock",

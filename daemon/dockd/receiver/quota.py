@@ -18,12 +18,10 @@ quota from a transient failure of the same status:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from dockd.receiver.tus import TusError
+from dockd.receiver.protocol import ProtocolError
 
 LIMIT_HEADER = "Dockd-Limit"
 
@@ -45,14 +43,8 @@ class Reservation:
     offset: int
 
 
-def refusal(status: int, limit: str, detail: str) -> TusError:
-    return TusError(status, f"quota {limit}: {detail}", {LIMIT_HEADER: limit})
-
-
-def free_bytes(root: Path) -> int:
-    """Bytes an unprivileged writer can still use on the store's file system."""
-    stats = os.statvfs(root)
-    return stats.f_bavail * stats.f_frsize
+def refusal(status: int, limit: str, detail: str) -> ProtocolError:
+    return ProtocolError(status, f"quota {limit}: {detail}", {LIMIT_HEADER: limit})
 
 
 def check_creation(
@@ -61,9 +53,9 @@ def check_creation(
     dock: str | None,
     length: int,
     unfinished: Iterable[Reservation],
-    free: int,
+    free: int | None,
 ) -> None:
-    """Raise the TusError that refuses this creation, if any limit says so."""
+    """Raise the ProtocolError that refuses this creation, if any limit says so."""
     count = reserved = still_to_write = 0
     for upload in unfinished:
         still_to_write += upload.length - upload.offset
@@ -85,6 +77,8 @@ def check_creation(
             f"{who} has {reserved} bytes in unfinished uploads; {length} more would pass the "
             f"limit of {quotas.max_reserved_per_dock}",
         )
+    if free is None:  # the store has no useful limit (an object store)
+        return
     available = free - still_to_write - quotas.free_space_margin
     if length > available:
         raise refusal(

@@ -8,95 +8,39 @@ two requests never interleave. A newer PATCH or DELETE cuts off the body a reque
 reading (a client resuming after a network drop is not locked out by its own dead connection),
 and requests that queued behind it give way to the newest one.
 
-Finished uploads are not kept in memory: their sidecar on disk answers for them.
+Finished uploads are not kept in memory: their sidecar in the store answers for them. Every
+storage operation goes through the `UploadStore` interface (storage/api.py), on a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import errno
-import hashlib
-import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from aiohttp import StreamReader
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockd.crypto import receipt
-from dockd.receiver.body import BodyWriter, Cutoff, Received, receive_body
-from dockd.receiver.quota import Quotas, Reservation, check_creation, free_bytes
-from dockd.receiver.store import (
+from dockd.receiver.chunks import INTERRUPTED_STATUS, ChunkStorer
+from dockd.receiver.protocol import Checksum, ProtocolError
+from dockd.receiver.quota import Quotas, Reservation, check_creation
+from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     PartialState,
-    Store,
+    RunningHash,
+    StoreError,
     Tombstone,
+    UploadStore,
     rfc3339,
 )
 from dockd.receiver.threads import run_blocking
-from dockd.receiver.tus import Checksum, TusError
+from dockd.receiver.upload_state import ChunkResult, Upload, refusal_at
 
 log = structlog.get_logger("dockd.receiver")
-
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-# Status for a body that ended early, by reason. The client is usually gone; the connection is
-# closed either way, as the spec asks for a timeout.
-# How long a body still being read may stay silent once a newer request for its upload waits.
-SUPERSEDE_GRACE = 1.0
-_INTERRUPTED_STATUS = {"idle": 408, "superseded": 409, "shutdown": 503, "disconnected": 400}
-
-
-@dataclass(eq=False)
-class Upload:
-    """An unfinished upload: committed state plus what coordinates requests on it."""
-
-    info: CreationInfo
-    offset: int  # committed: durable and acknowledged (or acknowledgeable)
-    expires: float  # unix time after which the upload is gone (410)
-    hasher: Any | None = None  # sha256 of [0, offset); None until rebuilt after a restart
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    cutoff: Cutoff | None = None  # the body being read, if any
-    generation: int = 0  # bumped by each PATCH/DELETE; the newest one wins
-    completed: CompletedUpload | None = None  # set once finished (for requests that waited)
-    gone: str | None = None  # "expired" or "terminated" (for requests that waited)
-    rebuild: asyncio.Task[Any] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.info.upload
-
-    @property
-    def length(self) -> int:
-        return self.info.length
-
-    def supersede(self, *, at_once: bool = False) -> int:
-        """Register a newer request that will change this upload.
-
-        The body being read, if any, gets SUPERSEDE_GRACE seconds of silence at most (or is cut
-        off `at_once`, for a DELETE): see `Cutoff.supersede`.
-        """
-        self.generation += 1
-        if self.cutoff is not None:
-            if at_once:
-                self.cutoff.cut("superseded")
-            else:
-                self.cutoff.supersede(SUPERSEDE_GRACE)
-        return self.generation
-
-
-@dataclass(frozen=True)
-class ChunkResult:
-    """The upload after a chunk was applied."""
-
-    offset: int
-    expires: float
-    completed: CompletedUpload | None
 
 
 def _short(value: str | None) -> str | None:
@@ -108,23 +52,12 @@ def _now_rfc3339() -> str:
     return rfc3339(dt.datetime.now(dt.UTC))
 
 
-def _disk_error(exc: OSError, upload: Upload, offset: int) -> TusError:
-    headers = {"Upload-Offset": str(offset)}
-    if exc.errno in _DISK_FULL:
-        log.error("upload.disk_full", upload=upload.id, offset=offset)
-        return TusError(
-            507, "insufficient storage: the chunk was not stored", headers, close_connection=True
-        )
-    log.error("upload.disk_error", upload=upload.id, offset=offset, error=str(exc))
-    return TusError(500, "storage error: the chunk was not stored", headers, close_connection=True)
-
-
-class Registry:
+class UploadCoordinator:
     """All unfinished uploads, and the operations that change an upload."""
 
     def __init__(
         self,
-        store: Store,
+        store: UploadStore,
         signing_key: Ed25519PrivateKey,
         *,
         expire_after: float,
@@ -135,9 +68,14 @@ class Registry:
         self._quotas = quotas
         self._signing_key = signing_key
         self._expire_after = expire_after
-        self._idle_timeout = idle_timeout
         self._uploads: dict[str, Upload] = {}
         self.stopping = False
+        self._chunks = ChunkStorer(
+            store,
+            idle_timeout=idle_timeout,
+            expire_after=expire_after,
+            stopping=lambda: self.stopping,
+        )
 
     # -- lookup --
 
@@ -184,43 +122,18 @@ class Registry:
     # -- the running SHA-256 of the whole upload --
 
     def start_hash_rebuild(self, upload: Upload) -> None:
-        """After a restart, start re-reading the committed prefix to rebuild the running hash
-        (hashlib state cannot be persisted); a no-op when the hash is already there."""
-        if upload.hasher is not None or upload.rebuild is not None:
-            return
-        if upload.offset == 0:
-            upload.hasher = hashlib.sha256()
-            return
-        task = asyncio.ensure_future(
-            asyncio.to_thread(self.store.hash_prefix, upload.id, upload.offset)
-        )
-        upload.rebuild = task
+        upload.start_hash_rebuild(self.store)
 
-        def done(finished: asyncio.Task[Any]) -> None:
-            upload.rebuild = None
-            if finished.cancelled():
-                return
-            if finished.exception() is not None:
-                log.error(
-                    "upload.hash_rebuild_failed", upload=upload.id, error=str(finished.exception())
-                )
-            elif upload.hasher is None:
-                upload.hasher = finished.result()
-
-        task.add_done_callback(done)
-        log.info("upload.hash_rebuild", upload=upload.id, offset=upload.offset)
-
-    async def running_hash(self, upload: Upload) -> Any:
-        self.start_hash_rebuild(upload)
-        if upload.hasher is None:
-            assert upload.rebuild is not None
-            upload.hasher = await asyncio.shield(upload.rebuild)
-        return upload.hasher
+    async def running_hash(self, upload: Upload) -> RunningHash:
+        return await upload.running_hash(self.store)
 
     # -- changes --
 
     async def create(self, info: CreationInfo) -> Upload:
         """Durably create an upload within the quotas; a zero-length one completes at once."""
+        # Asked before the check: from the check to the registration below nothing may await,
+        # or creations racing this one would not see each other's reservations.
+        free = await run_blocking(self.store.free_bytes)
         expires = time.time() + self._expire_after
         check_creation(
             self._quotas,
@@ -229,16 +142,16 @@ class Registry:
             unfinished=(
                 Reservation(u.info.dock, u.length, u.offset) for u in self._uploads.values()
             ),
-            free=free_bytes(self.store.root),
+            free=free,
         )
-        upload = Upload(info, 0, expires, hasher=hashlib.sha256())
+        upload = Upload(info, 0, expires, hasher=self.store.new_hash())
         # Registered before the first await, so creations racing this one count it.
         self._uploads[upload.id] = upload
         try:
             await run_blocking(self.store.create, info, expires)
-        except OSError as exc:
+        except StoreError as exc:
             self._uploads.pop(upload.id, None)
-            raise _disk_error(exc, upload, 0) from None
+            raise refusal_at(exc, upload, 0) from None
         log.info(
             "upload.created",
             upload=upload.id,
@@ -261,7 +174,7 @@ class Registry:
         checksum: Checksum | None,
         content_length: int | None,
     ) -> ChunkResult:
-        """Apply one PATCH body at `offset`; raise TusError for every refusal.
+        """Apply one PATCH body at `offset`; raise ProtocolError for every refusal.
 
         Acknowledgeable only once this returns: the bytes are synced and the offset committed.
         """
@@ -271,30 +184,20 @@ class Registry:
             if upload.completed is not None:
                 return self.chunk_on_completed(upload.completed, offset, content_length)
             if offset != upload.offset:
-                raise TusError(
+                raise ProtocolError(
                     409,
                     f"Upload-Offset {offset} does not match the upload's offset",
                     {"Upload-Offset": str(upload.offset)},
                 )
             remaining = upload.length - offset
             if content_length is not None and content_length > remaining:
-                raise TusError(
+                raise ProtocolError(
                     413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
                 )
             whole = (await self.running_hash(upload)).copy()
-            chunk_hasher = checksum.new_hasher() if checksum is not None else None
-            hashers = [whole] if chunk_hasher is None else [whole, chunk_hasher]
-            try:
-                fd = await run_blocking(self.store.open_data, upload.id)
-            except OSError as exc:
-                raise _disk_error(exc, upload, upload.offset) from None
-            try:
-                received = await self._receive(upload, generation, fd, content, hashers, remaining)
-                await self._refuse_bad_chunk(upload, fd, received, checksum, chunk_hasher)
-                if received.count or not received.interrupted:
-                    await self._commit(upload, fd, offset + received.count, whole)
-            finally:
-                os.close(fd)
+            received = await self._chunks.store(
+                upload, generation, content, checksum=checksum, limit=remaining, whole=whole
+            )
             if received.interrupted:
                 log.info(
                     "upload.body_interrupted",
@@ -302,8 +205,8 @@ class Registry:
                     reason=received.interrupted,
                     kept=received.count,
                 )
-                raise TusError(
-                    _INTERRUPTED_STATUS[received.interrupted],
+                raise ProtocolError(
+                    INTERRUPTED_STATUS[received.interrupted],
                     f"body ended early ({received.interrupted}); kept what arrived",
                     {"Upload-Offset": str(upload.offset)},
                     close_connection=True,
@@ -314,13 +217,15 @@ class Registry:
 
     def _check_still_current(self, upload: Upload, generation: int) -> None:
         if upload.gone == "expired":
-            raise TusError(410, "upload expired")
+            raise ProtocolError(410, "upload expired")
         if upload.gone is not None:
-            raise TusError(404, "no such upload")
+            raise ProtocolError(404, "no such upload")
         if self.stopping:
-            raise TusError(503, "server is shutting down", {"Upload-Offset": str(upload.offset)})
+            raise ProtocolError(
+                503, "server is shutting down", {"Upload-Offset": str(upload.offset)}
+            )
         if generation != upload.generation:
-            raise TusError(
+            raise ProtocolError(
                 409,
                 "superseded by a newer request for this upload",
                 {"Upload-Offset": str(upload.offset)},
@@ -332,118 +237,24 @@ class Registry:
     ) -> ChunkResult:
         """A PATCH to a finished upload: only an empty one at its end succeeds (idempotent)."""
         if offset != record.length:
-            raise TusError(409, "upload is complete", {"Upload-Offset": str(record.length)})
+            raise ProtocolError(409, "upload is complete", {"Upload-Offset": str(record.length)})
         if content_length != 0:
-            raise TusError(413, "upload is complete", {"Upload-Offset": str(record.length)})
+            raise ProtocolError(413, "upload is complete", {"Upload-Offset": str(record.length)})
         return ChunkResult(record.length, 0.0, record)
-
-    async def _receive(
-        self,
-        upload: Upload,
-        generation: int,
-        fd: int,
-        content: StreamReader,
-        hashers: list[Any],
-        limit: int,
-    ) -> Received:
-        cutoff = Cutoff(self._idle_timeout)
-        upload.cutoff = cutoff
-        # A newer request or a shutdown may have come while this one waited for the hash
-        # rebuild, before it had a cutoff to trigger: honour it now.
-        if generation != upload.generation:
-            cutoff.supersede(SUPERSEDE_GRACE)
-        elif self.stopping:
-            cutoff.cut("shutdown")
-        try:
-            return await receive_body(
-                content, cutoff, BodyWriter(fd, upload.offset, hashers), limit=limit
-            )
-        except OSError as exc:
-            await self._discard(upload, fd)
-            raise _disk_error(exc, upload, upload.offset) from None
-        finally:
-            upload.cutoff = None
-
-    async def _refuse_bad_chunk(
-        self,
-        upload: Upload,
-        fd: int,
-        received: Received,
-        checksum: Checksum | None,
-        chunk_hasher: Any,
-    ) -> None:
-        """Discard the chunk and raise if it went past the length or fails its checksum.
-
-        A checksummed body that ended early cannot be verified, so none of it counts; a body
-        without a checksum keeps what arrived (the spec asks to store as much as possible).
-        """
-        headers = {"Upload-Offset": str(upload.offset)}
-        if received.too_long:
-            await self._discard(upload, fd)
-            raise TusError(413, "chunk goes past Upload-Length", headers)
-        if checksum is None:
-            return
-        if received.interrupted:
-            await self._discard(upload, fd)
-            log.info(
-                "upload.unverifiable_chunk_discarded", upload=upload.id, reason=received.interrupted
-            )
-            raise TusError(
-                _INTERRUPTED_STATUS[received.interrupted],
-                f"body ended early ({received.interrupted}); a checksummed chunk must arrive whole",
-                headers,
-                close_connection=True,
-            )
-        if chunk_hasher.digest() != checksum.digest:
-            await self._discard(upload, fd)
-            log.warning(
-                "upload.checksum_mismatch",
-                upload=upload.id,
-                offset=upload.offset,
-                algorithm=checksum.algorithm,
-                received=received.count,
-            )
-            raise TusError(460, f"{checksum.algorithm} checksum mismatch: chunk discarded", headers)
-
-    async def _discard(self, upload: Upload, fd: int) -> None:
-        try:
-            await run_blocking(self.store.discard_after, fd, upload.offset)
-        except OSError as exc:  # recovery truncates on the next start; completion trims too
-            log.error("upload.truncate_failed", upload=upload.id, error=str(exc))
-
-    async def _commit(self, upload: Upload, fd: int, new_offset: int, whole: Any) -> None:
-        expires = time.time() + self._expire_after
-
-        chunk_start = upload.offset
-
-        def sync_and_commit() -> None:
-            self.store.sync_data(fd)
-            # Drop the now-clean pages: stored evidence is not read again here, and keeping it
-            # would push useful pages out. Done after the sync, where it is cheap; on dirty
-            # pages (per write) it cost ~2 ms/MiB on the request's critical path.
-            os.posix_fadvise(fd, chunk_start, new_offset - chunk_start, os.POSIX_FADV_DONTNEED)
-            self.store.commit(upload.id, new_offset, expires)
-
-        try:
-            await run_blocking(sync_and_commit)
-        except OSError as exc:
-            await self._discard(upload, fd)
-            raise _disk_error(exc, upload, upload.offset) from None
-        upload.offset, upload.hasher, upload.expires = new_offset, whole, expires
 
     async def _complete_or_report(self, upload: Upload) -> None:
         try:
             await self._complete(upload)
-        except OSError as exc:
-            error = _disk_error(exc, upload, upload.offset)
-            raise TusError(
+        except StoreError as exc:
+            error = refusal_at(exc, upload, upload.offset)
+            raise ProtocolError(
                 error.status,
                 "all bytes stored, but the receipt could not be written yet; HEAD retries",
                 error.headers,
             ) from None
 
     async def _complete(self, upload: Upload) -> None:
-        """Sign the receipt and move the upload into complete/. Caller holds the lock."""
+        """Sign the receipt and complete the upload in the store. Caller holds the lock."""
         digest = (await self.running_hash(upload)).hexdigest()
         completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         header = receipt.sign(
@@ -485,7 +296,7 @@ class Registry:
             if upload.completed is None and upload.gone is None:
                 try:
                     await self._complete(upload)
-                except OSError as exc:
+                except StoreError as exc:
                     log.error("upload.completion_failed", upload=upload.id, error=str(exc))
         return upload.completed
 
@@ -498,7 +309,7 @@ class Registry:
                 raise _completed_refusal()
             upload.gone = "terminated"
             self._uploads.pop(upload.id, None)
-            await run_blocking(self.store.remove_partial, upload.id)
+            await run_blocking(self.store.terminate, upload.id)
         log.info("upload.terminated", upload=upload.id, offset=upload.offset)
 
     async def expire(self, upload: Upload) -> None:
@@ -508,16 +319,9 @@ class Registry:
                 return
             upload.gone = "expired"
             self._uploads.pop(upload.id, None)
-
-            def remove() -> None:
-                try:
-                    self.store.write_tombstone(upload.id, "expired", upload.info.dock)
-                finally:
-                    self.store.remove_partial(upload.id)
-
             try:
-                await run_blocking(remove)
-            except OSError as exc:
+                await run_blocking(self.store.expire, upload.id, upload.info.dock)
+            except StoreError as exc:
                 log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
         log.info("upload.expired", upload=upload.id, offset=upload.offset, length=upload.length)
 
@@ -532,5 +336,5 @@ class Registry:
             log.info("store.tombstones_removed", count=removed)
 
 
-def _completed_refusal() -> TusError:
-    return TusError(403, "completed uploads are kept as evidence and cannot be terminated")
+def _completed_refusal() -> ProtocolError:
+    return ProtocolError(403, "completed uploads are kept as evidence and cannot be terminated")

@@ -1,7 +1,8 @@
-"""tus 1.0.0 vocabulary: what the server advertises, and strict parsers for the headers clients send.
+"""The server side of tus 1.0.0: what the receiver advertises, and strict parsers for the headers
+clients send. (The dock's client side is `dockd.transport.tus`, with its own `TusError`.)
 
-Everything here is pure (no I/O). A malformed header raises `TusError` carrying the status the spec
-asks for, so handlers can stay a straight line.
+Everything here is pure (no I/O). A malformed header raises `ProtocolError` carrying the status
+the spec asks for, so handlers can stay a straight line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 MAX_METADATA_KEYS = 64
 
 
-class TusError(Exception):
+class ProtocolError(Exception):
     """A request the server refuses; becomes a response with `status`, a short text and `headers`."""
 
     def __init__(
@@ -56,10 +57,10 @@ class TusError(Exception):
 def parse_size(name: str, value: str | None) -> int:
     """Parse a non-negative integer header (`Upload-Length`, `Upload-Offset`); 400 if malformed."""
     if value is None:
-        raise TusError(400, f"missing {name} header")
+        raise ProtocolError(400, f"missing {name} header")
     value = value.strip()
     if not _INTEGER.fullmatch(value):
-        raise TusError(400, f"{name} must be a non-negative integer")
+        raise ProtocolError(400, f"{name} must be a non-negative integer")
     return int(value)
 
 
@@ -91,37 +92,39 @@ def parse_metadata(header: str | None, *, max_bytes: int) -> Metadata:
     if header is None:
         return Metadata()
     if len(header) > max_bytes:
-        raise TusError(400, f"Upload-Metadata is larger than {max_bytes} bytes")
+        raise ProtocolError(400, f"Upload-Metadata is larger than {max_bytes} bytes")
     header = header.strip()
     if not header:
         return Metadata()
     values: dict[str, bytes] = {}
     pairs = header.split(",")
     if len(pairs) > MAX_METADATA_KEYS:
-        raise TusError(400, f"Upload-Metadata has more than {MAX_METADATA_KEYS} keys")
+        raise ProtocolError(400, f"Upload-Metadata has more than {MAX_METADATA_KEYS} keys")
     for pair in pairs:
         parts = pair.strip().split(" ")
         if len(parts) > 2 or not parts[0]:
-            raise TusError(400, "Upload-Metadata must be comma-separated 'key base64value' pairs")
+            raise ProtocolError(
+                400, "Upload-Metadata must be comma-separated 'key base64value' pairs"
+            )
         key = parts[0]
         if not _METADATA_KEY.fullmatch(key):
-            raise TusError(400, "Upload-Metadata key has characters outside printable ASCII")
+            raise ProtocolError(400, "Upload-Metadata key has characters outside printable ASCII")
         if key in values:
-            raise TusError(400, f"Upload-Metadata key {key!r} appears twice")
+            raise ProtocolError(400, f"Upload-Metadata key {key!r} appears twice")
         values[key] = _decode_base64(parts[1]) if len(parts) == 2 else b""
     return Metadata(header, values)
 
 
 def _decode_base64(text: str) -> bytes:
     if not _BASE64.fullmatch(text):
-        raise TusError(400, "Upload-Metadata value is not base64")
+        raise ProtocolError(400, "Upload-Metadata value is not base64")
     try:
         # Pad here so a client that drops the padding is not turned away.
         return base64.b64decode(
             text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4), validate=True
         )
     except (binascii.Error, ValueError):
-        raise TusError(400, "Upload-Metadata value is not base64") from None
+        raise ProtocolError(400, "Upload-Metadata value is not base64") from None
 
 
 @dataclass(frozen=True)
@@ -141,20 +144,20 @@ def parse_checksum(header: str | None) -> Checksum | None:
         return None
     parts = header.strip().split(" ")
     if len(parts) != 2:
-        raise TusError(400, "Upload-Checksum must be '<algorithm> <base64 digest>'")
+        raise ProtocolError(400, "Upload-Checksum must be '<algorithm> <base64 digest>'")
     algorithm, encoded = parts
     factory = CHECKSUM_ALGORITHMS.get(algorithm)
     if factory is None:
         supported = ",".join(CHECKSUM_ALGORITHMS)
-        raise TusError(
+        raise ProtocolError(
             400, f"unsupported checksum algorithm {algorithm[:20]!r} (supported: {supported})"
         )
     try:
         digest = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise TusError(400, "Upload-Checksum digest is not base64") from None
+        raise ProtocolError(400, "Upload-Checksum digest is not base64") from None
     if len(digest) != factory().digest_size:
-        raise TusError(400, f"Upload-Checksum digest has the wrong length for {algorithm}")
+        raise ProtocolError(400, f"Upload-Checksum digest has the wrong length for {algorithm}")
     return Checksum(algorithm, digest)
 
 

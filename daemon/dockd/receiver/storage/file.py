@@ -1,4 +1,5 @@
-"""The receiver's durable file store: what is on disk, in which order it gets there, and recovery.
+"""The file store: every upload as files in one directory tree, and the only receiver code that
+touches descriptors, fsync, pwrite and posix_fadvise.
 
 Layout under STORE (directories 0700, files 0600)::
 
@@ -20,120 +21,61 @@ Rules that make an acknowledgement mean something:
   leaves a consistent partial upload.
 * Every function here blocks (disk I/O, fsync): callers on the event loop run them in a thread.
   Upload ids reach the file system only after `is_upload_id` accepted them.
+* Disk-full errors leave as `StoreFull`, other OS errors as `StoreError`: callers never see errno.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import errno
+import functools
 import hashlib
 import json
 import os
-import re
-import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 import structlog
 
 from dockd.durable import write_synced
+from dockd.receiver.storage.api import (
+    ChunkWriter,
+    CompletedUpload,
+    CreationInfo,
+    NotFound,
+    PartialState,
+    RunningHash,
+    StoreError,
+    StoreFull,
+    Tombstone,
+    is_upload_id,
+)
 
 log = structlog.get_logger("dockd.receiver.store")
 
-# secrets.token_urlsafe(24): 24 random bytes (192 bits) in 32 base64url characters.
-_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 _READ_PIECE = 1 << 20
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-class StoreError(RuntimeError):
-    """The store is unusable or holds something it could not have written itself."""
+def _store_errors(function: Callable[P, T]) -> Callable[P, T]:
+    """Turn the OS's errors into the store's: disk full becomes StoreFull (507)."""
 
+    @functools.wraps(function)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            raise _translated(exc) from exc
 
-def new_upload_id() -> str:
-    """A fresh upload id: unguessable, and safe as a file name and URL segment."""
-    return secrets.token_urlsafe(24)
-
-
-def is_upload_id(text: str) -> bool:
-    """True if `text` has exactly the shape `new_upload_id` produces (checked before any path use)."""
-    return _UPLOAD_ID.fullmatch(text) is not None
-
-
-def rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class CreationInfo:
-    """What a POST established; never changes afterwards."""
-
-    upload: str
-    length: int
-    metadata_header: str  # Upload-Metadata exactly as sent ("" if none), echoed on HEAD
-    metadata: dict[str, str | None]  # decoded values (None: not UTF-8 text)
-    created: str  # RFC 3339 UTC
-    dock: str | None  # owner when token auth is on
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CreationInfo:
-        return cls(
-            upload=str(data["upload"]),
-            length=int(data["length"]),
-            metadata_header=str(data.get("metadata_header", "")),
-            metadata=dict(data.get("metadata", {})),
-            created=str(data["created"]),
-            dock=data.get("dock"),
-        )
-
-
-@dataclass(frozen=True)
-class PartialState:
-    """An unfinished upload as recovered from disk."""
-
-    info: CreationInfo
-    offset: int
-    expires: float
-
-
-@dataclass(frozen=True)
-class CompletedUpload:
-    """The sidecar of a finished upload (`complete/<id>.json`)."""
-
-    upload: str
-    length: int
-    sha256: str  # lowercase hex of the stored bytes
-    receipt: str  # Dockd-Receipt header value
-    completed: str  # RFC 3339 UTC, as signed in the receipt
-    metadata: dict[str, str | None] = field(default_factory=dict)
-    metadata_header: str = ""
-    created: str = ""
-    dock: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CompletedUpload:
-        return cls(
-            upload=str(data["upload"]),
-            length=int(data["length"]),
-            sha256=str(data["sha256"]),
-            receipt=str(data["receipt"]),
-            completed=str(data["completed"]),
-            metadata=dict(data.get("metadata", {})),
-            metadata_header=str(data.get("metadata_header", "")),
-            created=str(data.get("created", "")),
-            dock=data.get("dock"),
-        )
-
-
-@dataclass(frozen=True)
-class Tombstone:
-    upload: str
-    reason: str
-    at: float
-    dock: str | None
+    return translated
 
 
 def _fsync_dir(path: Path) -> None:
@@ -169,7 +111,60 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-class Store:
+class FileChunkWriter:
+    """A chunk being written into `partial/<id>.bin`: pwrite, then fdatasync + state commit.
+
+    Owns the descriptor for one request; only bytes covered by a `commit` survive a restart.
+    """
+
+    def __init__(self, store: FileStore, upload: str, offset: int) -> None:
+        self._store = store
+        self._upload = upload
+        self._committed = offset
+        self._fd = _open_for_writing(store.data_path(upload))
+
+    def write(self, data: bytes, position: int) -> None:  # worker thread
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, position)
+                view, position = view[written:], position + written
+        except OSError as exc:
+            raise _translated(exc) from exc
+
+    @_store_errors
+    def commit(self, offset: int, expires: float, running_hash: RunningHash) -> None:
+        # hashlib state cannot be persisted: after a restart `running_hash` re-reads the prefix.
+        chunk_start = self._committed
+        os.fdatasync(self._fd)
+        # Drop the now-clean pages: stored evidence is not read again here, and keeping it
+        # would push useful pages out. Done after the sync, where it is cheap; on dirty
+        # pages (per write) it cost ~2 ms/MiB on the request's critical path.
+        os.posix_fadvise(self._fd, chunk_start, offset - chunk_start, os.POSIX_FADV_DONTNEED)
+        self._store.commit_offset(self._upload, offset, expires)
+        self._committed = offset
+
+    @_store_errors
+    def discard(self) -> None:
+        """Drop everything past the committed offset (a refused or failed chunk)."""
+        os.ftruncate(self._fd, self._committed)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@_store_errors
+def _open_for_writing(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+
+
+def _translated(exc: OSError) -> StoreError:
+    if exc.errno in _DISK_FULL:
+        return StoreFull(f"store is full: {exc.strerror}")
+    return StoreError(f"store I/O error: {exc}")
+
+
+class FileStore:
     """The on-disk state of every upload. Blocking; one caller per upload at a time."""
 
     def __init__(self, root: Path) -> None:
@@ -189,13 +184,21 @@ class Store:
         return self._path(self.partial_dir, upload, ".bin")
 
     def completed_data_path(self, upload: str) -> Path:
-        """Where a finished upload's bytes are (for the evidence service, the demo and tests)."""
+        """Where a finished upload's bytes are (file-store tests; others use `open_completed`)."""
         return self._path(self.complete_dir, upload, ".bin")
 
     def sidecar_path(self, upload: str) -> Path:
         return self._path(self.complete_dir, upload, ".json")
 
     # -- lifecycle --
+
+    def describe(self) -> str:
+        return f"file:{self.root}"
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer can still use on the store's file system."""
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
 
     def prepare(self) -> None:
         """Create the store directories if needed; refuse a store we cannot write to."""
@@ -213,6 +216,7 @@ class Store:
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise StoreError(f"{directory}: store directory is not writable")
 
+    @_store_errors
     def create(self, info: CreationInfo, expires: float) -> None:
         """Make a new upload durable: empty data file and state first, creation info last."""
         data = self.data_path(info.upload)
@@ -231,20 +235,11 @@ class Store:
         os.rename(created_tmp, created)
         _fsync_dir(self.partial_dir)
 
-    def open_data(self, upload: str) -> int:
-        """A descriptor for writing the upload's bytes at explicit offsets (os.pwrite)."""
-        return os.open(self.data_path(upload), os.O_WRONLY | os.O_NOFOLLOW)
+    def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
+        # One process owns a file store: there is no other lock holder to fence off.
+        return FileChunkWriter(self, upload, offset)
 
-    @staticmethod
-    def sync_data(fd: int) -> None:
-        os.fdatasync(fd)
-
-    @staticmethod
-    def discard_after(fd: int, offset: int) -> None:
-        """Drop everything past the committed offset (a refused or failed chunk)."""
-        os.ftruncate(fd, offset)
-
-    def commit(self, upload: str, offset: int, expires: float) -> None:
+    def commit_offset(self, upload: str, offset: int, expires: float) -> None:
         """Durably record the committed offset. Call only after the bytes are synced."""
         state = self._path(self.partial_dir, upload, ".state")
         tmp = state.with_name(state.name + ".tmp")
@@ -252,15 +247,19 @@ class Store:
         os.rename(tmp, state)
         _fsync_dir(self.partial_dir)
 
-    def hash_prefix(self, upload: str, length: int) -> Any:
-        """SHA-256 state of the first `length` stored bytes (rebuilds the running hash after a
+    def new_hash(self) -> RunningHash:
+        return hashlib.sha256()
+
+    @_store_errors
+    def running_hash(self, upload: str, offset: int) -> RunningHash:
+        """SHA-256 state of the first `offset` stored bytes (rebuilds the running hash after a
         restart: hashlib state cannot be saved, so the committed prefix is read once)."""
         hasher = hashlib.sha256()
         fd = os.open(self.data_path(upload), os.O_RDONLY | os.O_NOFOLLOW)
         try:
             position = 0
-            while position < length:
-                piece = os.pread(fd, min(_READ_PIECE, length - position), position)
+            while position < offset:
+                piece = os.pread(fd, min(_READ_PIECE, offset - position), position)
                 if not piece:
                     raise StoreError(f"{upload}: data file is shorter than its committed offset")
                 hasher.update(piece)
@@ -269,7 +268,8 @@ class Store:
             os.close(fd)
         return hasher
 
-    def complete(self, record: CompletedUpload) -> None:
+    @_store_errors
+    def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         """Move a fully received upload into complete/ with its sidecar (crash-safe at each step)."""
         upload = record.upload
         self._trim(upload, record.length)
@@ -307,6 +307,28 @@ class Store:
     def load_completed(self, upload: str) -> CompletedUpload | None:
         data = _read_json(self.sidecar_path(upload))
         return CompletedUpload.from_json(data) if data is not None else None
+
+    def completed(self) -> Iterator[CompletedUpload]:
+        for sidecar in sorted(self.complete_dir.glob("*.json")):
+            data = _read_json(sidecar)
+            if data is not None and is_upload_id(sidecar.stem):
+                yield CompletedUpload.from_json(data)
+
+    def open_completed(self, upload: str) -> BinaryIO:
+        if self.load_completed(upload) is None:
+            raise NotFound(f"{upload}: no completed upload")
+        return self.completed_data_path(upload).open("rb")
+
+    @_store_errors
+    def terminate(self, upload: str) -> None:
+        self.remove_partial(upload)
+
+    @_store_errors
+    def expire(self, upload: str, dock: str | None) -> None:
+        try:
+            self.write_tombstone(upload, "expired", dock)
+        finally:
+            self.remove_partial(upload)
 
     def remove_partial(self, upload: str) -> None:
         """Delete an unfinished upload (termination, expiry). Creation info goes first, so a
@@ -418,7 +440,7 @@ class Store:
             # Only a disk that lost synced data gets here; resume from what is really there.
             log.error("store.data_shorter_than_committed", upload=upload, offset=offset, size=size)
             offset = size
-            self.commit(upload, offset, expires)
+            self.commit_offset(upload, offset, expires)
         if size > offset:
             os.truncate(data, offset)  # bytes of an interrupted PATCH were never acknowledged
             log.info("store.truncated_unacknowledged_bytes", upload=upload, dropped=size - offset)
