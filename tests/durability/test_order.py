@@ -101,8 +101,8 @@ async def test_receiver_syncs_data_then_commits_offset_then_answers(
         assert created.status == 201
         location = created.headers["Location"]
         upload = upload_id_of(location)
-        partial = rx.store / "partial"
-        complete = rx.store / "complete"
+        partial = rx.store_dir / "partial"
+        complete = rx.store_dir / "complete"
 
         mark = len(recorder.events) - 1
         assert (await tus.patch(location, 0, data[:100_000])).status == 204
