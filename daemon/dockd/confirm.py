@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dockd.crypto import receipt
 from dockd.journal import ClipRecord
-from dockd.transport.tus import UploadState
+from dockd.transport.uploader import UploadState
 
 
 class NotConfirmed(Exception):

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -43,7 +42,7 @@ from dockd.dockhealth import StorageHealth, is_storage_error
 from dockd.journal import ClipRecord, Journal, State
 from dockd.progress import ProgressBoard
 from dockd.status.metrics import DockMetrics, reason_class
-from dockd.transport import tus
+from dockd.transport import uploader
 
 log = structlog.get_logger()
 
@@ -68,7 +67,7 @@ class WipeDeferred(Exception):
 class PipelineContext:
     settings: Settings
     journal: Journal
-    client: tus.TusClient
+    client: uploader.Uploader  # transport/tus.TusClient in production
     server_key: Ed25519PublicKey | None
     progress: ProgressBoard
     dock_key: Ed25519PrivateKey | None = None  # signs manifests at CONFIRMED (custody.attest)
@@ -200,7 +199,7 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
             reason = f"confirmed, but not wiped: {exc}; the wipe is tried again"
         bound.warning("clip.wipe_deferred", reason=reason)
         journal.note(clip_id, reason, time.time() + WIPE_RECHECK_SECONDS)
-    except tus.ServerRefused as exc:
+    except uploader.UploadRefused as exc:
         # The server refuses this dock (credentials, a quota), so every clip gets the same
         # answer: retry at the slow back-off maximum, so a fixed token or a freed quota is still
         # picked up without an operator, and the reason says what to fix.
@@ -211,11 +210,13 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         if len(metrics.failure_causes) > 10_000:  # clips parked for good: keep the map bounded
             metrics.failure_causes.pop(next(iter(metrics.failure_causes)))
         journal.mark_failed(clip_id, str(exc), time.time() + wait)
-    except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
-        hint = getattr(exc, "retry_after", None)
+    except (uploader.UploadError, TimeoutError) as exc:
+        hint = exc.retry_after if isinstance(exc, uploader.ServerUnavailable) else None
         current = journal.get(clip_id)
         wait = _backoff(ctx, current.attempts, hint)
-        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, tus.TusError) else str(exc)
+        reason = (
+            str(exc) if isinstance(exc, uploader.UploadError) else f"{type(exc).__name__}: {exc}"
+        )
         bound.warning("clip.failed", reason=reason, retry_in=round(wait, 1))
         metrics.clips_failed.labels(reason_class(exc)).inc()
         metrics.failure_causes[clip_id] = reason_class(exc)
@@ -327,8 +328,8 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
         last = entry.done = offset
 
     try:
-        await tus.send(ctx.client, clip.upload_url, length, open_stream, on_progress)
-    except tus.UploadGone as exc:
+        await ctx.client.send(clip.upload_url, length, open_stream, on_progress)
+    except uploader.UploadGone as exc:
         log.warning("clip.upload_gone", clip=clip.id, upload=clip.upload_url, reason=str(exc))
         return ctx.journal.forget_upload(clip.id, f"server lost the upload: {exc}")
     log.info("clip.uploaded", clip=clip.id, camera=clip.camera, bytes=length)
@@ -339,8 +340,8 @@ async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     assert clip.upload_url
     ctx.progress.stage(clip.id, clip.camera, clip.bay, display_path(clip.rel_path), "confirming", 1)
     try:
-        state = await ctx.client.head(clip.upload_url)
-    except tus.UploadGone as exc:
+        state = await ctx.client.status(clip.upload_url)
+    except uploader.UploadGone as exc:
         return ctx.journal.forget_upload(clip.id, f"server lost the finished upload: {exc}")
     record = confirm(ctx.settings.server.confirm, state, clip, ctx.server_key)
     confirmed = ctx.journal.mark_confirmed(clip.id, record)

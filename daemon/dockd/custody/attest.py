@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 
 from dockd import canonical
@@ -32,7 +31,7 @@ from dockd.confirm import upload_id
 from dockd.custody import manifest as manifests
 from dockd.durable import replace_file
 from dockd.journal import ClipRecord, JournalError
-from dockd.transport import tus
+from dockd.transport import uploader
 
 if TYPE_CHECKING:
     from dockd.pipeline import PipelineContext
@@ -175,8 +174,8 @@ async def _send_once(ctx: PipelineContext, clip_id: int, clip_url: str, data: by
     try:
         async with asyncio.timeout(MANIFEST_SEND_SECONDS):
             url = await ctx.client.create(len(data), metadata)
-            await tus.send(ctx.client, url, len(data), open_stream)
-    except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
+            await ctx.client.send(url, len(data), open_stream)
+    except (uploader.UploadError, TimeoutError) as exc:
         log.warning("manifest.upload_failed", clip=clip_id, reason=str(exc))
         ctx.journal.audit(
             "manifest.upload_failed",

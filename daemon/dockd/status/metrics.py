@@ -57,16 +57,16 @@ def reason_class(exc: BaseException) -> str:
     from dockd.devices.camera import ClipReplaced, HardLinked, UnsafeFile
     from dockd.devices.writers import WriterPresent
     from dockd.dockhealth import is_storage_error
-    from dockd.transport import tus
+    from dockd.transport import uploader
 
     if is_storage_error(exc):
         return "dock_storage"
 
     checks: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
-        (tus.UploadGone, "upload_gone"),
-        (tus.ServerUnavailable, "server_unavailable"),
-        (tus.ServerRejected, "server_rejected"),
-        (tus.TusError, "server_rejected"),
+        (uploader.UploadGone, "upload_gone"),
+        (uploader.ServerUnavailable, "server_unavailable"),
+        (uploader.UploadRejected, "server_rejected"),
+        (uploader.UploadError, "server_rejected"),
         (HardLinked, "hard_linked"),
         (WriterPresent, "open_for_writing"),
         ((clipio.ClipChangedError, ClipReplaced), "clip_changed"),
