@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from dockd import pipeline
 from dockd.config import Settings
 from dockd.crypto.keys import check_private_file, load_signing_key, load_verify_key
+from dockd.custody.attest import Attestation
 from dockd.custody.events import AuditedEvents, audit_startup
 from dockd.devices.folder import FolderSource
 from dockd.devices.source import CameraSource
@@ -181,6 +182,7 @@ class Daemon:
                     self.progress,
                     dock_key=self.credentials.dock_key,
                     metrics=self.metrics,
+                    attestation=Attestation(settings, journal, client, self.credentials.dock_key),
                 )
                 self.offloader = Offloader(ctx)
                 runners += await self._start_status(self.offloader, journal)

@@ -27,7 +27,7 @@ from dockd import clipio
 from dockd.config import Settings
 from dockd.confirm import ConfirmationMismatch, NotConfirmed, confirm, recheck
 from dockd.crypto import age
-from dockd.custody.attest import attest
+from dockd.custody.attest import Attestation
 from dockd.devices.camera import (
     ClipReplaced,
     FileIdentity,
@@ -41,7 +41,8 @@ from dockd.devices.writers import WriterPresent
 from dockd.dockhealth import StorageHealth, is_storage_error
 from dockd.journal import ClipRecord, Journal, State
 from dockd.progress import ProgressBoard
-from dockd.status.metrics import DockMetrics, reason_class
+from dockd.status.metrics import DockMetrics
+from dockd.status.reasons import reason_class
 from dockd.transport import uploader
 
 log = structlog.get_logger()
@@ -76,9 +77,13 @@ class PipelineContext:
     # Ask for a scan of this camera now (the offloader sets it): a superseded clip's new content
     # must be found before the camera can read safe.
     rescan_camera: Callable[[str], object] = field(default=lambda _serial: None)
+    # Signs, keeps and sends each CONFIRMED clip's manifest; built from the fields above if None.
+    attestation: Attestation | None = None
 
     def __post_init__(self) -> None:
         self.health = StorageHealth(self.settings.dock.state_dir, self.metrics)
+        if self.attestation is None:
+            self.attestation = Attestation(self.settings, self.journal, self.client, self.dock_key)
 
 
 # A hostile camera can make paths of several KiB (escaped non-UTF-8 names grow 4x); servers cap
@@ -172,7 +177,10 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
                 if clip.state is State.UPLOADED:
                     return  # waiting for the server; the reason is noted
             elif clip.state is State.CONFIRMED:
-                await attest(ctx, clip)  # signs + keeps the manifest; never blocks the wipe
+                assert ctx.attestation is not None  # set in __post_init__
+                await ctx.attestation.attest(
+                    clip
+                )  # signs + keeps the manifest; never blocks the wipe
                 clip = await _wipe(ctx, clip, camera, stop)
             else:
                 return

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from dockd import offloader as offloader_module
-from dockd import pipeline
 from dockd.app import Daemon
+from dockd.custody.attest import Attestation
 from support.dock import (
     decrypt_sha256,
     dock_config,
@@ -175,9 +175,9 @@ async def test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored(
 ):
     names = [f"DCIM/R{i}.MP4" for i in range(4)]
     new_digests: dict[bytes, str] = {}
-    real_attest = pipeline.attest
+    real_attest = Attestation.attest
 
-    async def rewrite_then_attest(ctx, clip):
+    async def rewrite_then_attest(attestation, clip):
         # The adversary strikes between the durable confirmation and the wipe: same inode, same
         # size, new bytes, mtime restored to the nanosecond. Only ctime can tell.
         path = tmp_path / "bays/bay-1" / os.fsdecode(clip.rel_path)
@@ -195,9 +195,9 @@ async def test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored(
                 before.st_mtime_ns,
             )
             new_digests[clip.rel_path] = hashlib.sha256(data).hexdigest()
-        await real_attest(ctx, clip)
+        await real_attest(attestation, clip)
 
-    monkeypatch.setattr(pipeline, "attest", rewrite_then_attest)
+    monkeypatch.setattr(Attestation, "attest", rewrite_then_attest)
     running = await _start(tmp_path, receiver, keys, recipient)
     try:
         originals = make_bay(tmp_path / "bays", "bay-1", "CAM-1", dict.fromkeys(names, 30_000))
