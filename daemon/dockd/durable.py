@@ -1,9 +1,40 @@
-"""Replacing a small file so that a crash leaves either the old or the new content, never a mix."""
+"""Durable file-system changes: a small file replaced whole, a directory entry made to last.
+
+A crash leaves either the old or the new content, never a mix; a name created, renamed or
+unlinked survives a power cut once its directory is fsync'd (`fsync_dir`, the one helper for
+that in the tree).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+# Some file systems (several FUSE ones) refuse fsync on a directory with these.
+_DIR_FSYNC_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS)
+
+
+def fsync_dir(directory: int | Path) -> None:
+    """Make the entries of `directory` (an open fd, or a path) durable.
+
+    Where the file system refuses to fsync a directory, everything is synced instead: slower, but
+    the change is still durable before the caller reports it (e.g. a clip wiped).
+    """
+    fd = (
+        directory
+        if isinstance(directory, int)
+        else os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    )
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+        os.sync()
+    finally:
+        if fd is not directory:
+            os.close(fd)
 
 
 def write_synced(path: Path, data: bytes, *, mode: int = 0o640) -> None:
@@ -28,8 +59,4 @@ def replace_file(path: Path, data: bytes, *, mode: int = 0o640, sync_dir: bool =
     write_synced(tmp, data, mode=mode)
     os.replace(tmp, path)
     if sync_dir:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
