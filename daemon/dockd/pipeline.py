@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from dockd import clipio
+from dockd import camera_read
 from dockd.config import Settings
 from dockd.confirm import ConfirmationMismatch, NotConfirmed, confirm, recheck
 from dockd.crypto import age
@@ -188,7 +188,7 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
     except asyncio.CancelledError:
         stop.set()
         raise
-    except (UnsafeFile, clipio.ClipChangedError, ClipReplaced, ConfirmationMismatch) as exc:
+    except (UnsafeFile, camera_read.ClipChangedError, ClipReplaced, ConfirmationMismatch) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         bound.warning("clip.quarantined", reason=reason)
         metrics.clips_quarantined.labels(reason_class(exc)).inc()
@@ -268,7 +268,7 @@ async def _hash(
         entry.done = done
 
     prepared = await asyncio.to_thread(
-        clipio.prepare,
+        camera_read.prepare,
         camera.root,
         clip.rel_path,
         _identity(clip),
@@ -318,7 +318,7 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
     last = 0
 
     def open_stream(start: int):
-        return clipio.ciphertext_stream(
+        return camera_read.ciphertext_stream(
             camera.root,
             clip.rel_path,
             _identity(clip),
@@ -389,7 +389,7 @@ async def _wipe(
         # one uploaded by its content before removing it, and remove only the version re-read.
         try:
             current, digest = await asyncio.to_thread(
-                clipio.rehash, camera.root, clip.rel_path, stop
+                camera_read.rehash, camera.root, clip.rel_path, stop
             )
         except FileNotFoundError:
             return _missing(ctx, clip, camera)

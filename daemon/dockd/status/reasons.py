@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from dockd import clipio
+from dockd import camera_read
 from dockd.confirm import ConfirmationMismatch, NotConfirmed
 from dockd.devices.camera import ClipReplaced, HardLinked, UnsafeFile
 from dockd.devices.writers import WriterPresent
@@ -50,7 +50,7 @@ def reason_class(exc: BaseException) -> str:
         (uploader.UploadError, "server_rejected"),
         (HardLinked, "hard_linked"),
         (WriterPresent, "open_for_writing"),
-        ((clipio.ClipChangedError, ClipReplaced), "clip_changed"),
+        ((camera_read.ClipChangedError, ClipReplaced), "clip_changed"),
         (UnsafeFile, "unsafe_file"),
         (ConfirmationMismatch, "receipt_mismatch"),
         (NotConfirmed, "no_receipt"),
