@@ -28,23 +28,10 @@ from support.dock import (
     settings_from,
     wait_for,
 )
-from support.fake_uploader import FakeUploader, stored_objects_of
+from support.fake_uploader import stored_objects_of
+from support.running_daemon import RunningDaemon, start_configured
 
 SETTLE = 0.3
-
-
-class RunningDaemon:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(daemon.run(self.stop))
-
-    def status(self, serial: str = "CAM-1"):
-        return self.daemon.offloader.status(serial)
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
 
 
 async def _start(tmp_path: Path, server, keys, recipient: str, **overrides) -> RunningDaemon:
@@ -52,11 +39,7 @@ async def _start(tmp_path: Path, server, keys, recipient: str, **overrides) -> R
         tmp_path, server.url, recipient, public_key=keys.server_public_key, **overrides
     )
     data["discovery"]["settle_time"] = SETTLE
-    (tmp_path / "bays").mkdir(exist_ok=True)
-    uploader = server if isinstance(server, FakeUploader) else None
-    running = RunningDaemon(Daemon(settings_from(tmp_path, data), uploader=uploader))
-    await asyncio.wait_for(running.daemon.ready.wait(), 10)
-    return running
+    return await start_configured(tmp_path, data, server)
 
 
 def _rows(tmp_path: Path) -> list[dict]:

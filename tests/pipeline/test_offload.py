@@ -23,18 +23,8 @@ from support.dock import (
     stored_objects,
     wait_for,
 )
-from support.fake_uploader import FakeUploader, stored_objects_of
-
-
-class RunningDaemon:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(daemon.run(self.stop))
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
+from support.fake_uploader import stored_objects_of
+from support.running_daemon import RunningDaemon, start_daemon
 
 
 def _states(state_dir: Path) -> dict[str, str]:
@@ -43,15 +33,7 @@ def _states(state_dir: Path) -> dict[str, str]:
     }
 
 
-async def _start(tmp_path: Path, server, keys, recipient: str, **overrides) -> RunningDaemon:
-    data = dock_config(
-        tmp_path, server.url, recipient, public_key=keys.server_public_key, **overrides
-    )
-    (tmp_path / "bays").mkdir(exist_ok=True)
-    uploader = server if isinstance(server, FakeUploader) else None
-    running = RunningDaemon(Daemon(settings_from(tmp_path, data), uploader=uploader))
-    await asyncio.wait_for(running.daemon.ready.wait(), 10)
-    return running
+_start = start_daemon
 
 
 async def test_bay_to_wiped_and_decrypts_to_the_original(tmp_path, receiver, keys, recipient):

@@ -6,41 +6,23 @@ tests/faults); here each fault is injected exactly, so each test takes about a s
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from dockd.app import Daemon
 from support.dock import (
     decrypt_sha256,
-    dock_config,
     journal_rows,
     make_bay,
-    settings_from,
     wait_for,
 )
 from support.fake_uploader import FakeUploader
+from support.running_daemon import RunningDaemon, start_daemon
 
 CLIP = "DCIM/A.MP4"
 SIZE = 600_000
 
 
-class Running:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(daemon.run(self.stop))
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
-
-
-async def _start(tmp_path: Path, fake: FakeUploader, keys, recipient: str) -> Running:
-    data = dock_config(tmp_path, fake.url, recipient, public_key=keys.server_public_key)
-    (tmp_path / "bays").mkdir(exist_ok=True)
-    running = Running(Daemon(settings_from(tmp_path, data), uploader=fake))
-    await asyncio.wait_for(running.daemon.ready.wait(), 10)
-    return running
+async def _start(tmp_path: Path, fake: FakeUploader, keys, recipient: str) -> RunningDaemon:
+    return await start_daemon(tmp_path, fake, keys, recipient)
 
 
 def _clip_rows(tmp_path: Path) -> list[dict]:
