@@ -28,10 +28,10 @@ from dockd.devices.source import CameraSource
 from dockd.devices.udev import UdevSource
 from dockd.devices.writers import ignore_lease_breaks
 from dockd.journal import Journal, State
+from dockd.metrics import DockMetrics, ServerTracker, trace_config
 from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
 from dockd.sdnotify import Notifier, keep_alive
-from dockd.status.metrics import DockMetrics, ServerTracker, trace_config
 from dockd.transport import tus
 from dockd.transport.bandwidth import Bandwidth, format_rate
 from dockd.transport.uploader import Uploader
@@ -233,7 +233,8 @@ class Daemon:
 
     async def _start_status(self, offloader: Offloader, journal: Journal) -> list[web.AppRunner]:
         """The control socket and the metrics endpoint, when [status] configures them."""
-        from dockd.status import api, metrics, views
+        from dockd import metrics
+        from dockd.control import api, views
 
         status = self.settings.status
         self.metrics.last_confirmation.set(journal.last_confirmed_at() or 0)

@@ -40,9 +40,9 @@ from dockd.devices.source import DockedCamera
 from dockd.devices.writers import WriterPresent
 from dockd.dockhealth import StorageHealth, is_storage_error
 from dockd.journal import ClipRecord, Journal, State
+from dockd.metrics import DockMetrics
 from dockd.progress import ProgressBoard
-from dockd.status.metrics import DockMetrics
-from dockd.status.reasons import reason_class
+from dockd.reasons import reason_class
 from dockd.transport import uploader
 
 log = structlog.get_logger()
@@ -370,7 +370,7 @@ async def _wipe(
 ) -> ClipRecord:
     # Read back what the journal durably holds: the wipe acts on the committed record only.
     # From here to the first await nothing else runs: once the stage says "wiping", an
-    # operator's hold is refused (status/api.py) rather than racing the unlink.
+    # operator's hold is refused (control/api.py) rather than racing the unlink.
     clip = ctx.journal.get(clip.id)
     if clip.state is not State.CONFIRMED:
         return clip

@@ -19,7 +19,7 @@ import pytest
 from dockd import camera_read
 from dockd.confirm import ConfirmationMismatch, NotConfirmed
 from dockd.devices.camera import ClipReplaced, UnsafeFile
-from dockd.status.reasons import REASON_CLASSES, reason_class
+from dockd.reasons import REASON_CLASSES, reason_class
 from dockd.transport import tus
 from support.dock import journal_rows, make_bay, wait_for
 from support.receiver import wait_for as poll

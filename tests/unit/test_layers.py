@@ -99,7 +99,7 @@ def test_the_checker_sees_a_cycle() -> None:
 def test_the_checker_follows_relative_and_lazy_imports() -> None:
     graph = import_graph()
     assert "dockd.transport.uploader" in graph["dockd.transport.tus"]  # `from . import uploader`
-    assert "dockd.config" in graph["dockd.status.audit_cli"]  # imported inside a function
+    assert "dockd.config" in graph["dockd.dockctl.audit_cli"]  # imported inside a function
 
 
 def test_the_daemon_has_no_import_cycles() -> None:

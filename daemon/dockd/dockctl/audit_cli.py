@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from dockd import canonical, exitcodes
+from dockd.control.client import DaemonUnavailable
 from dockd.custody import audit
-from dockd.status.cli_common import cmd_action, config_path
-from dockd.status.client import DaemonUnavailable
+from dockd.dockctl.common import cmd_action, config_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

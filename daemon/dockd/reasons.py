@@ -2,7 +2,7 @@
 
 A reason like "ServerUnavailable: PATCH https://... last failure: 503" becomes
 `server_unavailable`, so free text (URLs, paths) never becomes a metric label. Kept apart from
-status/metrics.py because it must know the failures of every layer (camera, uploader, journal
+metrics.py because it must know the failures of every layer (camera, uploader, journal
 disk), and the metrics are used by those layers.
 """
 

@@ -26,9 +26,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from dockd import exitcodes
+from dockd.control.client import AccessDenied, ApiError, DaemonUnavailable
 from dockd.devices.camera import display_path
-from dockd.status import audit_cli
-from dockd.status.cli_common import (
+from dockd.dockctl import audit_cli
+from dockd.dockctl.common import (
     DEFAULT_CONFIG,
     SOCKET_NAME,
     NoSocket,
@@ -36,7 +37,6 @@ from dockd.status.cli_common import (
     control_client,
     state_dir_of,
 )
-from dockd.status.client import AccessDenied, ApiError, DaemonUnavailable
 
 CLOSED = {"WIPED", "DISMISSED"}
 SAFE = "SAFE TO REMOVE"
@@ -57,7 +57,7 @@ def _rows(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def _row_reason(row: dict[str, Any]) -> str | None:
-    from dockd.status.views import operator_reason
+    from dockd.control.views import operator_reason
 
     return operator_reason(row["state"], row["reason"])
 

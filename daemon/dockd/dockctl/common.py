@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dockd import exitcodes
-from dockd.status.client import ApiError, ControlClient
+from dockd.control.client import ApiError, ControlClient
 
 DEFAULT_CONFIG = Path("/etc/dockd/dockd.toml")
 # The socket's name beside the journal, for `dockctl --state-dir DIR` without a config.

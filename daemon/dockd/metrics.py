@@ -6,7 +6,7 @@ in one process; nothing goes to the global registry). The exposition is promethe
 `start_http_server`'s thread: the gauges derived from the journal (queue, clips by state) are
 computed at scrape time, and the journal may only be used from the loop.
 
-Label values are bounded classes (`status/reasons.py`), never free text: a reason like "ServerUnavailable:
+Label values are bounded classes (`reasons.py`), never free text: a reason like "ServerUnavailable:
 PATCH https://... last failure: 503" becomes `server_unavailable`.
 """
 
