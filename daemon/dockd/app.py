@@ -225,11 +225,13 @@ class Daemon:
             maximum=upload.retry_max,
             request_timeout=upload.request_timeout,
         )
-        client = tus.TusClient(
-            session, self.settings.server.url, headers=self.credentials.headers, retry=retry
+        return tus.TusClient(
+            session,
+            self.settings.server.url,
+            headers=self.credentials.headers,
+            retry=retry,
+            throttle=self.bandwidth.bucket.acquire,
         )
-        client.throttle = self.bandwidth.bucket.acquire
-        return client
 
     async def _start_status(self, offloader: Offloader, journal: Journal) -> list[web.AppRunner]:
         """The control socket and the metrics endpoint, when [status] configures them."""

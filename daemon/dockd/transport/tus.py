@@ -177,6 +177,9 @@ class TusClient:
 
     The session owns connection pooling and TLS (verification stays on: the caller configures
     it, this client never relaxes it). `headers` (e.g. `Authorization`) go on every request.
+    Two concerns are handed in rather than built in: `retry` (per request, `retry.py`) and
+    `throttle`, the dock's bandwidth limit (`bandwidth.TokenBucket.acquire`), awaited before each
+    slice of a PATCH body goes out so a whole block is paced rather than sent in one burst.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class TusClient:
         *,
         headers: Mapping[str, str] | None = None,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
+        throttle: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         parsed = URL(endpoint)
         if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
@@ -205,7 +209,7 @@ class TusClient:
         self._capabilities_lock = asyncio.Lock()
         # The dock's bandwidth limit (bandwidth.TokenBucket.acquire): awaited before each slice
         # of a PATCH body goes out, so a whole block is paced rather than sent in one burst.
-        self.throttle: Callable[[int], Awaitable[None]] | None = None
+        self._throttle = throttle
 
     @property
     def endpoint(self) -> str:
@@ -392,7 +396,7 @@ class TusClient:
                     headers=request_headers,
                     # Fed in slices, fresh for every attempt: aiohttp would hand a large bytes
                     # body to the socket in one piece (and warn that it may stall the loop).
-                    data=None if data is None else _slices(data, self.throttle),
+                    data=None if data is None else _slices(data, self._throttle),
                     timeout=self._timeout,
                     allow_redirects=False,  # never replay a PATCH (or credentials) elsewhere
                     # aiohttp labels even a bodiless POST application/octet-stream; PATCH sets
