@@ -107,3 +107,21 @@ def test_the_daemon_has_no_import_cycles() -> None:
     assert not found, "import cycles (each line one loop):\n" + "\n".join(
         " <-> ".join(loop) for loop in found
     )
+
+
+def test_the_pipeline_and_the_manifest_sender_know_only_the_uploader_seam() -> None:
+    # They hold an Uploader and catch its errors; HTTP and tus stay inside transport/tus.py.
+    graph = import_graph()
+    for module in ("dockd.pipeline", "dockd.custody.attest"):
+        assert "dockd.transport.uploader" in graph[module]
+        assert "dockd.transport.tus" not in graph[module], module
+        source = (PACKAGE_ROOT / (module.replace(".", "/") + ".py")).read_text()
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in (
+                node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+            )
+        }
+        assert "aiohttp" not in imported, module
