@@ -177,10 +177,9 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
                 if clip.state is State.UPLOADED:
                     return  # waiting for the server; the reason is noted
             elif clip.state is State.CONFIRMED:
+                # Signs and keeps the manifest, then sends it; never blocks the wipe.
                 assert ctx.attestation is not None  # set in __post_init__
-                await ctx.attestation.attest(
-                    clip
-                )  # signs + keeps the manifest; never blocks the wipe
+                await ctx.attestation.attest(clip)
                 clip = await _wipe(ctx, clip, camera, stop)
             else:
                 return
