@@ -34,6 +34,7 @@ from dockd.crypto import receipt
 from dockd.transport.uploader import (
     OpenStream,
     ServerUnavailable,
+    UploadError,
     UploadGone,
     UploadRefused,
     UploadState,
@@ -161,13 +162,17 @@ class FakeUploader:
     ) -> UploadState:
         self._gate("send")
         upload = self._upload(url)
-        assert upload.length == length, f"sent as {length} bytes, created as {upload.length}"
+        if upload.length != length:  # as TusClient's send: the server expects other bytes
+            raise UploadError(f"fake: server expects {upload.length} bytes, not {length}")
+        if upload.offset == length:  # complete already (an answer was lost): send nothing
+            return UploadState(url, upload.offset, upload.length, upload.receipt)
         stream = open_stream(upload.offset)
         try:
             async for block in stream:
                 await self._open.wait()
                 upload = self._upload(url)  # forgotten while paused: gone
-                assert upload.offset + len(block) <= length, "more bytes than declared"
+                if upload.offset + len(block) > length:
+                    raise UploadError(f"fake: the data source yielded more than {length} bytes")
                 upload.hasher.update(block)
                 if upload.data is not None:
                     upload.data += block
@@ -179,7 +184,8 @@ class FakeUploader:
                 await asyncio.sleep(self.block_delay)  # let others run, as a socket write would
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-        assert upload.offset == length, f"the stream ended at {upload.offset} of {length}"
+        if upload.offset != length:
+            raise UploadError(f"fake: the data source ended at byte {upload.offset} of {length}")
         self._complete(upload)
         if self._lose_response:
             self._lose_response = False
