@@ -96,8 +96,16 @@ async def test_receiver_down_nothing_wiped_then_resumes(tmp_path, fake, keys, re
         )
         assert "503" in rows[0]["reason"] or "unavailable" in rows[0]["reason"].lower()
         assert (tmp_path / "bays/bay-1/DCIM/A.MP4").exists()
-        status = running.daemon.offloader.status("CAM-1")
-        assert not status.safe_to_remove and "FAILED" in status.why_not
+        # Between tries the camera says why; while a retry is in flight it says "offloading".
+        status = await wait_for(
+            lambda: (
+                (s := running.daemon.offloader.status("CAM-1"))
+                and "FAILED" in (s.why_not or "")
+                and s
+            ),
+            what="the camera's reason naming the failed clip",
+        )
+        assert not status.safe_to_remove
         fake.unavailable = False
         await wait_for(
             lambda: _states(state_dir) == {"DCIM/A.MP4": "WIPED"}, what="wipe after recovery"
