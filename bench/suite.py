@@ -56,7 +56,7 @@ def _states(db: Path) -> list[str]:
 
 
 def _control(sock: Path, path: str, method: str = "GET") -> Any:
-    from dockd.status.client import ControlClient
+    from dockd.control.client import ControlClient
 
     client = ControlClient(sock)
     return client.get(path) if method == "GET" else client.post(path)

@@ -21,18 +21,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from dockd import pipeline
 from dockd.config import Settings
 from dockd.crypto.keys import check_private_file, load_signing_key, load_verify_key
+from dockd.custody.attest import Attestation
 from dockd.custody.events import AuditedEvents, audit_startup
 from dockd.devices.folder import FolderSource
 from dockd.devices.source import CameraSource
 from dockd.devices.udev import UdevSource
 from dockd.devices.writers import ignore_lease_breaks
 from dockd.journal import Journal, State
+from dockd.metrics import DockMetrics, ServerTracker, trace_config
 from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
 from dockd.sdnotify import Notifier, keep_alive
-from dockd.status.metrics import DockMetrics, ServerTracker, trace_config
 from dockd.transport import tus
 from dockd.transport.bandwidth import Bandwidth, format_rate
+from dockd.transport.uploader import Uploader
 
 log = structlog.get_logger()
 
@@ -78,9 +80,15 @@ def load_credentials(settings: Settings) -> Credentials:
 
 class Daemon:
     def __init__(
-        self, settings: Settings, *, sources: Sequence[CameraSource] | None = None
+        self,
+        settings: Settings,
+        *,
+        sources: Sequence[CameraSource] | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
+        """`uploader` replaces the tus client built from [server] (tests use an in-memory one)."""
         self.settings = settings
+        self._uploader = uploader
         self.credentials = load_credentials(settings)
         self._sources = list(sources) if sources is not None else self._default_sources()
         self.progress = ProgressBoard()
@@ -152,12 +160,6 @@ class Daemon:
         # A new confirmation policy or receipt key applies now, not after a stored recheck time.
         journal.ask_again((State.UPLOADED, State.CONFIRMED))
         ignore_lease_breaks()
-        retry = tus.RetryPolicy(
-            attempts=settings.upload.retry_attempts,
-            initial=settings.upload.retry_initial,
-            maximum=settings.upload.retry_max,
-            request_timeout=settings.upload.request_timeout,
-        )
         connector = aiohttp.TCPConnector(
             ssl=self.credentials.ssl_context if self.credentials.ssl_context else True,
             limit=settings.upload.max_parallel * 2,
@@ -168,10 +170,7 @@ class Daemon:
             async with aiohttp.ClientSession(
                 connector=connector, trace_configs=[trace_config(self.server, self.metrics)]
             ) as session:
-                client = tus.TusClient(
-                    session, settings.server.url, headers=self.credentials.headers, retry=retry
-                )
-                client.throttle = self.bandwidth.bucket.acquire
+                client = self._uploader or self._tus_client(session)
                 tasks.append(
                     asyncio.create_task(self.bandwidth.follow_timetable(), name="bandwidth")
                 )
@@ -183,6 +182,7 @@ class Daemon:
                     self.progress,
                     dock_key=self.credentials.dock_key,
                     metrics=self.metrics,
+                    attestation=Attestation(settings, journal, client, self.credentials.dock_key),
                 )
                 self.offloader = Offloader(ctx)
                 runners += await self._start_status(self.offloader, journal)
@@ -216,9 +216,27 @@ class Daemon:
             journal.close()
             log.info("dockd.stopped")
 
+    def _tus_client(self, session: aiohttp.ClientSession) -> tus.TusClient:
+        """The production uploader: tus to [server] url, paced by the dock's bandwidth limit."""
+        upload = self.settings.upload
+        retry = tus.RetryPolicy(
+            attempts=upload.retry_attempts,
+            initial=upload.retry_initial,
+            maximum=upload.retry_max,
+            request_timeout=upload.request_timeout,
+        )
+        return tus.TusClient(
+            session,
+            self.settings.server.url,
+            headers=self.credentials.headers,
+            retry=retry,
+            throttle=self.bandwidth.bucket.acquire,
+        )
+
     async def _start_status(self, offloader: Offloader, journal: Journal) -> list[web.AppRunner]:
         """The control socket and the metrics endpoint, when [status] configures them."""
-        from dockd.status import api, metrics, views
+        from dockd import metrics
+        from dockd.control import api, views
 
         status = self.settings.status
         self.metrics.last_confirmation.set(journal.last_confirmed_at() or 0)

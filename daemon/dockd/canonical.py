@@ -11,6 +11,8 @@ import datetime as dt
 import json
 from typing import Any
 
+from dockd.utc import iso_utc
+
 
 def dumps(value: Any) -> bytes:
     return json.dumps(
@@ -20,11 +22,7 @@ def dumps(value: Any) -> bytes:
 
 def rfc3339(epoch: float) -> str:
     """UTC, microseconds, 'Z': e.g. 2026-11-21T10:00:00.123456Z."""
-    return (
-        dt.datetime.fromtimestamp(epoch, dt.UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
-    )
+    return iso_utc(dt.datetime.fromtimestamp(epoch, dt.UTC), timespec="microseconds")
 
 
 def parse_rfc3339(text: str) -> dt.datetime:

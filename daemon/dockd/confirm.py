@@ -8,7 +8,6 @@ length. Weaker: it proves a byte count, not the bytes. Never the default.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dockd.crypto import receipt
 from dockd.journal import ClipRecord
-from dockd.transport.tus import UploadState
+from dockd.transport.uploader import UploadState
+from dockd.utc import now_utc
 
 
 class NotConfirmed(Exception):
@@ -46,7 +46,7 @@ def confirm(
         "upload_url": state.url,
         "length": clip.ciphertext_length,
         "ciphertext_sha256": clip.ciphertext_sha256,
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "at": now_utc(),
     }
     if policy == "offset":
         return record

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from dockd.status.metrics import DockMetrics
+from dockd.metrics import DockMetrics
 
 log = structlog.get_logger()
 

@@ -20,15 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from dockd import clipio
+from dockd import camera_read
 from dockd.config import Settings
 from dockd.confirm import ConfirmationMismatch, NotConfirmed, confirm, recheck
 from dockd.crypto import age
-from dockd.custody.attest import attest
+from dockd.custody.attest import Attestation
 from dockd.devices.camera import (
     ClipReplaced,
     FileIdentity,
@@ -41,9 +40,10 @@ from dockd.devices.source import DockedCamera
 from dockd.devices.writers import WriterPresent
 from dockd.dockhealth import StorageHealth, is_storage_error
 from dockd.journal import ClipRecord, Journal, State
+from dockd.metrics import DockMetrics
 from dockd.progress import ProgressBoard
-from dockd.status.metrics import DockMetrics, reason_class
-from dockd.transport import tus
+from dockd.reasons import reason_class
+from dockd.transport import uploader
 
 log = structlog.get_logger()
 
@@ -68,7 +68,7 @@ class WipeDeferred(Exception):
 class PipelineContext:
     settings: Settings
     journal: Journal
-    client: tus.TusClient
+    client: uploader.Uploader  # transport/tus.TusClient in production
     server_key: Ed25519PublicKey | None
     progress: ProgressBoard
     dock_key: Ed25519PrivateKey | None = None  # signs manifests at CONFIRMED (custody.attest)
@@ -77,9 +77,13 @@ class PipelineContext:
     # Ask for a scan of this camera now (the offloader sets it): a superseded clip's new content
     # must be found before the camera can read safe.
     rescan_camera: Callable[[str], object] = field(default=lambda _serial: None)
+    # Signs, keeps and sends each CONFIRMED clip's manifest; built from the fields above if None.
+    attestation: Attestation | None = None
 
     def __post_init__(self) -> None:
         self.health = StorageHealth(self.settings.dock.state_dir, self.metrics)
+        if self.attestation is None:
+            self.attestation = Attestation(self.settings, self.journal, self.client, self.dock_key)
 
 
 # A hostile camera can make paths of several KiB (escaped non-UTF-8 names grow 4x); servers cap
@@ -173,7 +177,9 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
                 if clip.state is State.UPLOADED:
                     return  # waiting for the server; the reason is noted
             elif clip.state is State.CONFIRMED:
-                await attest(ctx, clip)  # signs + keeps the manifest; never blocks the wipe
+                # Signs and keeps the manifest, then sends it; never blocks the wipe.
+                assert ctx.attestation is not None  # set in __post_init__
+                await ctx.attestation.attest(clip)
                 clip = await _wipe(ctx, clip, camera, stop)
             else:
                 return
@@ -181,7 +187,7 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
     except asyncio.CancelledError:
         stop.set()
         raise
-    except (UnsafeFile, clipio.ClipChangedError, ClipReplaced, ConfirmationMismatch) as exc:
+    except (UnsafeFile, camera_read.ClipChangedError, ClipReplaced, ConfirmationMismatch) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         bound.warning("clip.quarantined", reason=reason)
         metrics.clips_quarantined.labels(reason_class(exc)).inc()
@@ -200,7 +206,7 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
             reason = f"confirmed, but not wiped: {exc}; the wipe is tried again"
         bound.warning("clip.wipe_deferred", reason=reason)
         journal.note(clip_id, reason, time.time() + WIPE_RECHECK_SECONDS)
-    except tus.ServerRefused as exc:
+    except uploader.UploadRefused as exc:
         # The server refuses this dock (credentials, a quota), so every clip gets the same
         # answer: retry at the slow back-off maximum, so a fixed token or a freed quota is still
         # picked up without an operator, and the reason says what to fix.
@@ -211,11 +217,13 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         if len(metrics.failure_causes) > 10_000:  # clips parked for good: keep the map bounded
             metrics.failure_causes.pop(next(iter(metrics.failure_causes)))
         journal.mark_failed(clip_id, str(exc), time.time() + wait)
-    except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
-        hint = getattr(exc, "retry_after", None)
+    except (uploader.UploadError, TimeoutError) as exc:
+        hint = exc.retry_after if isinstance(exc, uploader.ServerUnavailable) else None
         current = journal.get(clip_id)
         wait = _backoff(ctx, current.attempts, hint)
-        reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, tus.TusError) else str(exc)
+        reason = (
+            str(exc) if isinstance(exc, uploader.UploadError) else f"{type(exc).__name__}: {exc}"
+        )
         bound.warning("clip.failed", reason=reason, retry_in=round(wait, 1))
         metrics.clips_failed.labels(reason_class(exc)).inc()
         metrics.failure_causes[clip_id] = reason_class(exc)
@@ -259,7 +267,7 @@ async def _hash(
         entry.done = done
 
     prepared = await asyncio.to_thread(
-        clipio.prepare,
+        camera_read.prepare,
         camera.root,
         clip.rel_path,
         _identity(clip),
@@ -309,7 +317,7 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
     last = 0
 
     def open_stream(start: int):
-        return clipio.ciphertext_stream(
+        return camera_read.ciphertext_stream(
             camera.root,
             clip.rel_path,
             _identity(clip),
@@ -327,8 +335,8 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
         last = entry.done = offset
 
     try:
-        await tus.send(ctx.client, clip.upload_url, length, open_stream, on_progress)
-    except tus.UploadGone as exc:
+        await ctx.client.send(clip.upload_url, length, open_stream, on_progress)
+    except uploader.UploadGone as exc:
         log.warning("clip.upload_gone", clip=clip.id, upload=clip.upload_url, reason=str(exc))
         return ctx.journal.forget_upload(clip.id, f"server lost the upload: {exc}")
     log.info("clip.uploaded", clip=clip.id, camera=clip.camera, bytes=length)
@@ -339,8 +347,8 @@ async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     assert clip.upload_url
     ctx.progress.stage(clip.id, clip.camera, clip.bay, display_path(clip.rel_path), "confirming", 1)
     try:
-        state = await ctx.client.head(clip.upload_url)
-    except tus.UploadGone as exc:
+        state = await ctx.client.status(clip.upload_url)
+    except uploader.UploadGone as exc:
         return ctx.journal.forget_upload(clip.id, f"server lost the finished upload: {exc}")
     record = confirm(ctx.settings.server.confirm, state, clip, ctx.server_key)
     confirmed = ctx.journal.mark_confirmed(clip.id, record)
@@ -361,7 +369,7 @@ async def _wipe(
 ) -> ClipRecord:
     # Read back what the journal durably holds: the wipe acts on the committed record only.
     # From here to the first await nothing else runs: once the stage says "wiping", an
-    # operator's hold is refused (status/api.py) rather than racing the unlink.
+    # operator's hold is refused (control/api.py) rather than racing the unlink.
     clip = ctx.journal.get(clip.id)
     if clip.state is not State.CONFIRMED:
         return clip
@@ -380,7 +388,7 @@ async def _wipe(
         # one uploaded by its content before removing it, and remove only the version re-read.
         try:
             current, digest = await asyncio.to_thread(
-                clipio.rehash, camera.root, clip.rel_path, stop
+                camera_read.rehash, camera.root, clip.rel_path, stop
             )
         except FileNotFoundError:
             return _missing(ctx, clip, camera)

@@ -12,16 +12,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from dockd.utc import iso_utc
+
 UNKNOWN = "unknown"
 MAX_SIDECAR_TIME = 64  # characters: longer is not a timestamp
 _NS = 1_000_000_000
-
-
-def iso_utc(when: dt.datetime) -> str:
-    """`2026-11-29T23:40:00Z`: the one form dockd writes times in (isoformat, not strftime:
-    glibc's %Y writes year 1 as "1", not "0001")."""
-    utc = when.astimezone(dt.UTC).replace(tzinfo=None, microsecond=0)
-    return utc.isoformat(timespec="seconds") + "Z"
 
 
 def from_ns(ns: int) -> str | None:

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 from dockd.custody import audit
+from dockd.dockctl import cli as dockctl
 from dockd.journal import SCHEMA_VERSION, Journal, JournalError
-from dockd.status import cli as dockctl
 from support.clips import hashed, new_clip, uploading
 
 

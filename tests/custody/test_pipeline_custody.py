@@ -15,8 +15,8 @@ from aiohttp import web
 from dockd.app import Daemon
 from dockd.crypto.keys import KeygenResult, keygen, load_signing_key, load_verify_key
 from dockd.custody import manifest as manifests
+from dockd.dockctl import cli as dockctl
 from dockd.receiver.app import ReceiverSettings, create_app
-from dockd.status import cli as dockctl
 from support.dock import (
     dock_config,
     journal_rows,
@@ -129,7 +129,7 @@ async def test_flag_before_upload_officer_and_manifest_reach_the_server(setup):
     assert dockctl.main(argv) == 0
     records = [json.loads(line) for line in export.read_text().splitlines()]
     flags = [r for r in records if r["event"] == "operator.flag"]
-    # the kernel's uid, named (a login-name claim may follow it: status/actor.py)
+    # the kernel's uid, named (a login-name claim may follow it: control/actor.py)
     me = f"{pwd.getpwuid(os.getuid()).pw_name} (uid {os.getuid()})"
     assert [(f["actor"].startswith(me), f["outcome"]) for f in flags] == [(True, "ok")]
     events = [r["event"] for r in records]

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from dockd.app import Daemon
-from dockd.status import cli
-from dockd.status.client import ControlClient
+from dockd.control.client import ControlClient
+from dockd.dockctl import cli
 from support.dock import (
     DaemonProcess,
     dock_config,

@@ -1,8 +1,10 @@
 """ "SAFE TO REMOVE" is never said, and nothing is wiped, while evidence is not stored (issue 11).
 
 Each test plays the adversary at the worst moment against a real `Daemon` with a bay folder and
-the real reference receiver, and checks what a court cares about: the bytes on the server decrypt
-(with the real `age` CLI) to what the camera held, and nothing left the camera before that.
+an in-memory uploader that signs real receipts (the camera is the adversary here; the receipt-key
+test keeps the real reference receiver), and checks what a court cares about: the bytes the server
+holds decrypt (with the real `age` CLI) to what the camera held, and nothing left the camera
+before that.
 """
 
 from __future__ import annotations
@@ -16,53 +18,38 @@ from pathlib import Path
 
 import pytest
 from dockd import offloader as offloader_module
-from dockd import pipeline
 from dockd.app import Daemon
+from dockd.custody.attest import Attestation
 from support.dock import (
     decrypt_sha256,
     dock_config,
     journal_rows,
     make_bay,
     settings_from,
-    stored_objects,
     wait_for,
 )
+from support.fake_uploader import stored_objects_of
+from support.running_daemon import RunningDaemon, start_configured
 
 SETTLE = 0.3
 
 
-class RunningDaemon:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(daemon.run(self.stop))
-
-    def status(self, serial: str = "CAM-1"):
-        return self.daemon.offloader.status(serial)
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
-
-
-async def _start(tmp_path: Path, receiver, keys, recipient: str, **overrides) -> RunningDaemon:
+async def _start(tmp_path: Path, server, keys, recipient: str, **overrides) -> RunningDaemon:
     data = dock_config(
-        tmp_path, receiver.url, recipient, public_key=keys.server_public_key, **overrides
+        tmp_path, server.url, recipient, public_key=keys.server_public_key, **overrides
     )
     data["discovery"]["settle_time"] = SETTLE
-    (tmp_path / "bays").mkdir(exist_ok=True)
-    running = RunningDaemon(Daemon(settings_from(tmp_path, data)))
-    await asyncio.wait_for(running.daemon.ready.wait(), 10)
-    return running
+    return await start_configured(tmp_path, data, server)
 
 
 def _rows(tmp_path: Path) -> list[dict]:
     return journal_rows(tmp_path / "state")
 
 
-def _stored_digests(receiver, keys) -> list[str]:
+def _stored_digests(server, keys, tmp_path: Path) -> list[str]:
     return [
-        decrypt_sha256(o["data_path"], keys.age_identity) for o in stored_objects(receiver.store)
+        decrypt_sha256(o["data_path"], keys.age_identity)
+        for o in stored_objects_of(server, tmp_path / "server-copy")
     ]
 
 
@@ -76,10 +63,8 @@ async def _safe(running: RunningDaemon, serial: str = "CAM-1") -> None:
 # ---- 1. hostile dates: no scan task dies, nothing is skipped silently ---------------------------
 
 
-async def test_mtime_past_2262_and_sidecar_year_9999_are_offloaded(
-    tmp_path, receiver, keys, recipient
-):
-    running = await _start(tmp_path, receiver, keys, recipient)
+async def test_mtime_past_2262_and_sidecar_year_9999_are_offloaded(tmp_path, fake, keys, recipient):
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         bays = tmp_path / "bays"
         staging = tmp_path / "staging"
@@ -102,13 +87,13 @@ async def test_mtime_past_2262_and_sidecar_year_9999_are_offloaded(
         assert rows[b"DCIM/FAR.MP4"]["mtime_ns"] == 2**63 - 1  # saturated for SQLite's int64
         assert '"mtime_ns_raw": "14000000000000000000"' in rows[b"DCIM/FAR.MP4"]["metadata"]
         assert "recorded_at_raw" in rows[b"DCIM/SIDE.MP4"]["metadata"]  # the raw value is kept
-        assert sorted(_stored_digests(receiver, keys)) == sorted(digests.values())
+        assert sorted(_stored_digests(fake, keys, tmp_path)) == sorted(digests.values())
     finally:
         await running.close()
 
 
 async def test_any_scan_failure_is_a_state_with_a_reason_and_a_retry(
-    tmp_path, receiver, keys, recipient, monkeypatch
+    tmp_path, fake, keys, recipient, monkeypatch
 ):
     real_scan = offloader_module.scan_camera
     failures = {"left": 3}
@@ -120,7 +105,7 @@ async def test_any_scan_failure_is_a_state_with_a_reason_and_a_retry(
         return real_scan(*args, **kwargs)
 
     monkeypatch.setattr(offloader_module, "scan_camera", flaky_scan)
-    running = await _start(tmp_path, receiver, keys, recipient)
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 10_000})
         status = await wait_for(
@@ -142,7 +127,7 @@ async def test_any_scan_failure_is_a_state_with_a_reason_and_a_retry(
 
 
 async def test_a_clip_that_cannot_be_recorded_keeps_the_camera_not_safe(
-    tmp_path, receiver, keys, recipient, monkeypatch
+    tmp_path, fake, keys, recipient, monkeypatch
 ):
     real_record = offloader_module.Offloader._record
 
@@ -152,7 +137,7 @@ async def test_a_clip_that_cannot_be_recorded_keeps_the_camera_not_safe(
         return real_record(self, view, model, found)
 
     monkeypatch.setattr(offloader_module.Offloader, "_record", record)
-    running = await _start(tmp_path, receiver, keys, recipient)
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/BAD.MP4": 1000, "DCIM/OK.MP4": 1000})
         await wait_for(
@@ -171,13 +156,13 @@ async def test_a_clip_that_cannot_be_recorded_keeps_the_camera_not_safe(
 
 
 async def test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored(
-    tmp_path, receiver, keys, recipient, monkeypatch
+    tmp_path, fake, keys, recipient, monkeypatch
 ):
     names = [f"DCIM/R{i}.MP4" for i in range(4)]
     new_digests: dict[bytes, str] = {}
-    real_attest = pipeline.attest
+    real_attest = Attestation.attest
 
-    async def rewrite_then_attest(ctx, clip):
+    async def rewrite_then_attest(attestation, clip):
         # The adversary strikes between the durable confirmation and the wipe: same inode, same
         # size, new bytes, mtime restored to the nanosecond. Only ctime can tell.
         path = tmp_path / "bays/bay-1" / os.fsdecode(clip.rel_path)
@@ -195,10 +180,10 @@ async def test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored(
                 before.st_mtime_ns,
             )
             new_digests[clip.rel_path] = hashlib.sha256(data).hexdigest()
-        await real_attest(ctx, clip)
+        await real_attest(attestation, clip)
 
-    monkeypatch.setattr(pipeline, "attest", rewrite_then_attest)
-    running = await _start(tmp_path, receiver, keys, recipient)
+    monkeypatch.setattr(Attestation, "attest", rewrite_then_attest)
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         originals = make_bay(tmp_path / "bays", "bay-1", "CAM-1", dict.fromkeys(names, 30_000))
         # Every rewritten version reaches the server, and only then leaves the camera.
@@ -209,7 +194,7 @@ async def test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored(
             ),
             what="rewritten versions offloaded and wiped",
         )
-        stored = _stored_digests(receiver, keys)
+        stored = _stored_digests(fake, keys, tmp_path)
         for name in names:
             assert originals[name] in stored
             assert new_digests[name.encode()] in stored
@@ -224,8 +209,8 @@ async def test_in_place_rewrite_with_restored_mtime_is_not_wiped_unstored(
 # ---- 3. a writer that pauses longer than settle_time --------------------------------------------
 
 
-async def test_paused_writer_is_never_settled_nor_wiped(tmp_path, receiver, keys, recipient):
-    running = await _start(tmp_path, receiver, keys, recipient)
+async def test_paused_writer_is_never_settled_nor_wiped(tmp_path, fake, keys, recipient):
+    running = await _start(tmp_path, fake, keys, recipient)
     parts = [os.urandom(20_000) for _ in range(3)]
     path = tmp_path / "bays/bay-1/DCIM/LIVE.MP4"
     done = threading.Event()
@@ -257,7 +242,7 @@ async def test_paused_writer_is_never_settled_nor_wiped(tmp_path, receiver, keys
         assert seen_writing, "the status never said the clip is open for writing"
         await _safe(running)
         full = hashlib.sha256(b"".join(parts)).hexdigest()
-        assert _stored_digests(receiver, keys) == [full]
+        assert _stored_digests(fake, keys, tmp_path) == [full]
         assert [r["size"] for r in _rows(tmp_path)] == [60_000]
     finally:
         await running.close()
@@ -266,8 +251,8 @@ async def test_paused_writer_is_never_settled_nor_wiped(tmp_path, receiver, keys
 # ---- 5. data left under another name ---------------------------------------------------------------
 
 
-async def test_hard_linked_clip_is_uploaded_but_not_wiped(tmp_path, receiver, keys, recipient):
-    running = await _start(tmp_path, receiver, keys, recipient)
+async def test_hard_linked_clip_is_uploaded_but_not_wiped(tmp_path, fake, keys, recipient):
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         staging = tmp_path / "staging"
         digests = make_bay(staging, "bay-1", "CAM-1", {"DCIM/A.MP4": 30_000})
@@ -279,7 +264,7 @@ async def test_hard_linked_clip_is_uploaded_but_not_wiped(tmp_path, receiver, ke
         )
         assert "hard links" in rows[0]["reason"] and "not wiped" in rows[0]["reason"]
         assert rows[0]["confirmation"] is not None  # stored and confirmed first
-        assert _stored_digests(receiver, keys) == [digests["DCIM/A.MP4"]]
+        assert _stored_digests(fake, keys, tmp_path) == [digests["DCIM/A.MP4"]]
         assert (tmp_path / "bays/bay-1/DCIM/A.MP4").exists()
         assert not running.status().safe_to_remove
         # The operator removes the other name and releases the clip: now it is wiped.
@@ -319,7 +304,7 @@ async def test_receipt_signed_by_another_key_says_key_mismatch(tmp_path, receive
 
 
 @pytest.mark.root
-async def test_read_only_camera_says_so_and_keeps_the_clip(tmp_path, receiver, keys, recipient):
+async def test_read_only_camera_says_so_and_keeps_the_clip(tmp_path, fake, keys, recipient):
     if os.geteuid() != 0:
         pytest.skip("needs root for a read-only bind mount")
     import subprocess
@@ -332,7 +317,7 @@ async def test_read_only_camera_says_so_and_keeps_the_clip(tmp_path, receiver, k
     subprocess.run(["mount", "--bind", str(staging / "bay-1"), str(target)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
-        running = await _start(tmp_path, receiver, keys, recipient)
+        running = await _start(tmp_path, fake, keys, recipient)
         try:
             rows = await wait_for(
                 lambda: [r for r in _rows(tmp_path) if r["state"] == "QUARANTINED"],
@@ -353,7 +338,7 @@ async def test_read_only_camera_says_so_and_keeps_the_clip(tmp_path, receiver, k
 
 @pytest.mark.root
 async def test_dock_disk_full_is_a_named_state_without_a_hot_loop_and_recovers(
-    tmp_path, receiver, keys, recipient, monkeypatch
+    tmp_path, fake, keys, recipient, monkeypatch
 ):
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs for the state directory")
@@ -367,7 +352,7 @@ async def test_dock_disk_full_is_a_named_state_without_a_hot_loop_and_recovers(
     state_fs.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(state_fs)], check=True)
     try:
-        running = await _start(tmp_path, receiver, keys, recipient)
+        running = await _start(tmp_path, fake, keys, recipient)
         try:
             filler = state_fs / "filler"
             with open(filler, "wb") as handle:  # the disk fills up under a running dock
@@ -399,7 +384,7 @@ async def test_dock_disk_full_is_a_named_state_without_a_hot_loop_and_recovers(
             filler.unlink()  # space is back: recovery without a restart
             await _safe(running)
             assert metrics.storage_ok._value.get() == 1
-            assert sorted(_stored_digests(receiver, keys)) == sorted(digests.values())
+            assert sorted(_stored_digests(fake, keys, tmp_path)) == sorted(digests.values())
             assert not any("internal error" in (r["reason"] or "") for r in _rows(tmp_path))
         finally:
             await running.close()

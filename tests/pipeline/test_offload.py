@@ -1,4 +1,5 @@
-"""The offload pipeline end to end, against the real reference receiver on loopback.
+"""The offload pipeline end to end, against the real reference receiver on loopback or, where
+the test is about the camera and the dock rather than the wire, the in-memory fake uploader.
 
 Each test asserts what matters to a court and an operator: what the server stored decrypts (with
 the real age CLI) to exactly the camera's bytes, and nothing leaves the camera before that is proven.
@@ -22,17 +23,8 @@ from support.dock import (
     stored_objects,
     wait_for,
 )
-
-
-class RunningDaemon:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(daemon.run(self.stop))
-
-    async def close(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, 15)
+from support.fake_uploader import stored_objects_of
+from support.running_daemon import RunningDaemon, start_daemon
 
 
 def _states(state_dir: Path) -> dict[str, str]:
@@ -41,14 +33,7 @@ def _states(state_dir: Path) -> dict[str, str]:
     }
 
 
-async def _start(tmp_path: Path, receiver, keys, recipient: str, **overrides) -> RunningDaemon:
-    data = dock_config(
-        tmp_path, receiver.url, recipient, public_key=keys.server_public_key, **overrides
-    )
-    (tmp_path / "bays").mkdir(exist_ok=True)
-    running = RunningDaemon(Daemon(settings_from(tmp_path, data)))
-    await asyncio.wait_for(running.daemon.ready.wait(), 10)
-    return running
+_start = start_daemon
 
 
 async def test_bay_to_wiped_and_decrypts_to_the_original(tmp_path, receiver, keys, recipient):
@@ -99,9 +84,9 @@ async def test_bay_to_wiped_and_decrypts_to_the_original(tmp_path, receiver, key
         await running.close()
 
 
-async def test_receiver_down_nothing_wiped_then_resumes(tmp_path, receiver, keys, recipient):
-    receiver.unavailable = True
-    running = await _start(tmp_path, receiver, keys, recipient)
+async def test_receiver_down_nothing_wiped_then_resumes(tmp_path, fake, keys, recipient):
+    fake.unavailable = True
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         digests = make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 400_000})
         state_dir = tmp_path / "state"
@@ -111,52 +96,56 @@ async def test_receiver_down_nothing_wiped_then_resumes(tmp_path, receiver, keys
         )
         assert "503" in rows[0]["reason"] or "unavailable" in rows[0]["reason"].lower()
         assert (tmp_path / "bays/bay-1/DCIM/A.MP4").exists()
-        status = running.daemon.offloader.status("CAM-1")
-        assert not status.safe_to_remove and "FAILED" in status.why_not
-        receiver.unavailable = False
+        # Between tries the camera says why; while a retry is in flight it says "offloading".
+        status = await wait_for(
+            lambda: (
+                (s := running.daemon.offloader.status("CAM-1"))
+                and "FAILED" in (s.why_not or "")
+                and s
+            ),
+            what="the camera's reason naming the failed clip",
+        )
+        assert not status.safe_to_remove
+        fake.unavailable = False
         await wait_for(
             lambda: _states(state_dir) == {"DCIM/A.MP4": "WIPED"}, what="wipe after recovery"
         )
-        [obj] = stored_objects(receiver.store)
+        [obj] = stored_objects_of(fake, tmp_path / "server-copy")
         assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests["DCIM/A.MP4"]
     finally:
         await running.close()
 
 
-async def test_unplug_mid_upload_nothing_wiped_resumes_on_return(
-    tmp_path, receiver, keys, recipient
-):
-    receiver.patch_delay = 0.05  # a slow link, so the unplug lands mid-upload
-    running = await _start(tmp_path, receiver, keys, recipient, chunk_size=65_536 * 2)
+async def test_unplug_mid_upload_nothing_wiped_resumes_on_return(tmp_path, fake, keys, recipient):
+    fake.block_delay = 0.05  # a slow link, so the unplug lands mid-upload
+    running = await _start(tmp_path, fake, keys, recipient, chunk_size=65_536 * 2)
     try:
         size = 3_000_000
         digests = make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": size})
-        await wait_for(lambda: receiver.patches >= 3, what="upload under way")
+        await wait_for(lambda: fake.blocks >= 3, what="upload under way")
         aside = tmp_path / "unplugged"
         os.rename(tmp_path / "bays" / "bay-1", aside)  # the camera leaves the dock
         await wait_for(lambda: "CAM-1" not in running.daemon.offloader.views, what="undock")
-        acknowledged_before = sum(receiver.patch_bytes.values())
+        acknowledged_before = sum(fake.received().values())
         assert (aside / "DCIM/A.MP4").stat().st_size == size  # untouched
         assert _states(tmp_path / "state")["DCIM/A.MP4"] in ("UPLOADING", "FAILED")
-        receiver.patch_delay = 0
+        fake.block_delay = 0
         os.rename(aside, tmp_path / "bays" / "bay-1")  # docked again
         await wait_for(lambda: _states(tmp_path / "state") == {"DCIM/A.MP4": "WIPED"}, what="wipe")
-        [obj] = stored_objects(receiver.store)
+        [obj] = stored_objects_of(fake, tmp_path / "server-copy")
         assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests["DCIM/A.MP4"]
-        assert len(receiver.patch_bytes) == 1  # resumed the same upload, never a new one
-        resent = sum(receiver.patch_bytes.values()) - obj["length"]
-        assert resent <= 65_536 * 2, f"resume re-sent {resent} bytes: {receiver.patch_log}"
+        assert len(fake.received()) == 1  # resumed the same upload, never a new one
+        resent = sum(fake.received().values()) - obj["length"]
+        assert resent <= 65_536 * 2, f"resume re-sent {resent} bytes"
         assert acknowledged_before > 0
     finally:
         await running.close()
 
 
-async def test_hostile_camera_files_are_skipped_and_never_touched(
-    tmp_path, receiver, keys, recipient
-):
+async def test_hostile_camera_files_are_skipped_and_never_touched(tmp_path, fake, keys, recipient):
     outside = tmp_path / "outside.MP4"
     outside.write_bytes(b"not the camera's")
-    running = await _start(tmp_path, receiver, keys, recipient)
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         bays = tmp_path / "bays"
         staging = bays / ".bay-1.staging" / "DCIM"
@@ -182,22 +171,22 @@ async def test_hostile_camera_files_are_skipped_and_never_touched(
         ).exists()
         paths = {bytes(r["rel_path"]) for r in journal_rows(state_dir)}
         assert paths == {b"DCIM/GOOD.MP4", b"DCIM/new\nline\xff.MP4"}
-        assert len(stored_objects(receiver.store)) == 2
+        assert len(stored_objects_of(fake, tmp_path / "server-copy")) == 2
     finally:
         await running.close()
 
 
-async def test_camera_file_replaced_after_upload_is_not_wiped(tmp_path, receiver, keys, recipient):
-    receiver.patch_delay = 0.05
-    running = await _start(tmp_path, receiver, keys, recipient, chunk_size=65_536 * 2)
+async def test_camera_file_replaced_after_upload_is_not_wiped(tmp_path, fake, keys, recipient):
+    fake.block_delay = 0.05
+    running = await _start(tmp_path, fake, keys, recipient, chunk_size=65_536 * 2)
     try:
         make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 1_000_000})
         clip = tmp_path / "bays/bay-1/DCIM/A.MP4"
-        await wait_for(lambda: receiver.patches >= 2, what="upload under way")
+        await wait_for(lambda: fake.blocks >= 2, what="upload under way")
         replacement = clip.with_name("new.tmp")
         replacement.write_bytes(b"y" * 1_000_000)
         os.rename(replacement, clip)  # a new inode with the same name and size
-        receiver.patch_delay = 0
+        fake.block_delay = 0
         rows = await wait_for(
             lambda: [r for r in journal_rows(tmp_path / "state") if r["state"] == "QUARANTINED"],
             what="quarantine",
@@ -246,12 +235,12 @@ async def test_confirm_policy_against_third_party_tus_server(tmp_path, keys, rec
 
 
 async def test_bay_identity_file_is_never_a_clip_even_if_a_glob_matches(
-    tmp_path, receiver, keys, recipient
+    tmp_path, fake, keys, recipient
 ):
-    data = dock_config(tmp_path, receiver.url, recipient, public_key=keys.server_public_key)
+    data = dock_config(tmp_path, fake.url, recipient, public_key=keys.server_public_key)
     data["camera_models"][0]["clip_globs"] = ["**/*.json", "**/*.MP4"]
     (tmp_path / "bays").mkdir()
-    running = RunningDaemon(Daemon(settings_from(tmp_path, data)))
+    running = RunningDaemon(Daemon(settings_from(tmp_path, data), uploader=fake))
     try:
         await asyncio.wait_for(running.daemon.ready.wait(), 10)
         make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 1000, "DCIM/A.json": b"{}"})
@@ -293,9 +282,9 @@ async def test_absurdly_long_hostile_path_still_uploads_and_wipes(
 
 
 async def test_a_clip_the_scan_cannot_reach_keeps_the_camera_from_safe_to_remove(
-    tmp_path, receiver, keys, recipient
+    tmp_path, fake, keys, recipient
 ):
-    running = await _start(tmp_path, receiver, keys, recipient)
+    running = await _start(tmp_path, fake, keys, recipient)
     try:
         deep = "/".join(f"D{i}" for i in range(20))  # below the scan's directory depth limit
         make_bay(

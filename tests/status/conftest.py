@@ -142,7 +142,7 @@ async def run_dockctl(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "dockd.status.cli",
+        "dockd.dockctl.cli",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

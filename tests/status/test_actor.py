@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pwd
 
-from dockd.status import actor
-from dockd.status.actor import Claim, Peer, claim_from_headers, describe, login_uid
-from dockd.status.client import operator_headers
+from dockd.control import actor
+from dockd.control.actor import Claim, Peer, claim_from_headers, describe, login_uid
+from dockd.control.client import operator_headers
 
 ROOT = f"{pwd.getpwuid(0).pw_name} (uid 0)"
 

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 from dockd.config import CameraModel
+from dockd.control.views import _bay_state
 from dockd.devices.source import DockedCamera
 from dockd.journal import Journal
 from dockd.offloader import CameraView, Offloader
-from dockd.status.views import _bay_state
 from support.clips import confirmed, new_clip
 
 SAFE = "SAFE TO REMOVE"

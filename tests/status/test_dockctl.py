@@ -185,7 +185,7 @@ async def test_outage_says_why_and_operator_actions_carry_the_uid(tmp_path, keys
 def _dockctl_as(uid: int, *args: str) -> tuple[int, str]:
     """Run dockctl's main in a forked child that dropped to `uid` (the interpreter may live where
     an unprivileged user cannot execute it, e.g. under /root). Returns (exit code, stderr)."""
-    from dockd.status import cli
+    from dockd.dockctl import cli
 
     read_end, write_end = os.pipe()
     pid = os.fork()

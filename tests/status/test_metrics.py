@@ -16,10 +16,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dockd import clipio
+from dockd import camera_read
 from dockd.confirm import ConfirmationMismatch, NotConfirmed
 from dockd.devices.camera import ClipReplaced, UnsafeFile
-from dockd.status.metrics import REASON_CLASSES, reason_class
+from dockd.reasons import REASON_CLASSES, reason_class
 from dockd.transport import tus
 from support.dock import journal_rows, make_bay, wait_for
 from support.receiver import wait_for as poll
@@ -190,7 +190,7 @@ FAILURES = [
     (lambda: tus.ServerUnavailable("PATCH http://x/files/1: 503", 1.0), "server_unavailable"),
     (lambda: tus.UploadGone("HEAD http://x/files/1: 404", 404), "upload_gone"),
     (lambda: tus.ServerRejected(413, "too large"), "server_rejected"),
-    (lambda: clipio.ClipChangedError("size changed"), "clip_changed"),
+    (lambda: camera_read.ClipChangedError("size changed"), "clip_changed"),
     (lambda: ClipReplaced("other inode"), "clip_changed"),
     (lambda: UnsafeFile("symlink"), "unsafe_file"),
     (lambda: ConfirmationMismatch("sha256 differs"), "receipt_mismatch"),

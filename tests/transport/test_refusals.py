@@ -86,7 +86,7 @@ async def _dockctl_status(config_path: Path) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "dockd.status.cli",
+        "dockd.dockctl.cli",
         "--config",
         str(config_path),
         "status",

@@ -8,7 +8,7 @@ import pytest
 from dockd import pipeline
 from dockd.devices.source import DockedCamera
 from dockd.journal import Journal, State
-from dockd.status.metrics import DockMetrics
+from dockd.metrics import DockMetrics
 from support.clips import confirmed, new_clip
 
 

@@ -8,7 +8,6 @@ a leaked signing key forges receipts.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import stat
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dockd.crypto import bech32
+from dockd.utc import now_utc
 
 RECIPIENT_HRP = "age"
 IDENTITY_HRP = "AGE-SECRET-KEY-"
@@ -233,7 +233,7 @@ def keygen(out_dir: Path) -> KeygenResult:
     assert result.dock_signing_key is not None and result.dock_public_key is not None
     _write_ed25519_pair(result.dock_signing_key, result.dock_public_key)
     identity = AgeIdentity.generate()
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    created = now_utc()
     write_private(
         result.age_identity,
         (

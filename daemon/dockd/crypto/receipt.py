@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from dockd.utc import iso_utc
+
 HEADER = "Dockd-Receipt"
 VERSION = 1
 _CONTEXT = b"dockd-receipt-v1\n"
@@ -97,7 +99,7 @@ def sign(
             "upload": upload,
             "length": length,
             "sha256": sha256,
-            "completed": completed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "completed": iso_utc(completed),
             "kid": key_id(key.public_key()),
         },
         sort_keys=True,

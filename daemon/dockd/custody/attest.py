@@ -21,21 +21,20 @@ import hashlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import aiohttp
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dockd import canonical
+from dockd.config import Settings
 from dockd.confirm import upload_id
 from dockd.custody import manifest as manifests
 from dockd.durable import replace_file
-from dockd.journal import ClipRecord, JournalError
-from dockd.transport import tus
-
-if TYPE_CHECKING:
-    from dockd.pipeline import PipelineContext
+from dockd.journal import ClipRecord, Journal, JournalError
+from dockd.transport import uploader
 
 log = structlog.get_logger()
 
@@ -46,9 +45,11 @@ RESEND_BATCH = 4
 _sending: set[tuple[str, int]] = set()
 
 
-def facts(
-    ctx: PipelineContext, clip: ClipRecord, audit_head: tuple[int, str]
-) -> manifests.ClipFacts:
+class HasSettings(Protocol):
+    settings: Settings
+
+
+def facts(ctx: HasSettings, clip: ClipRecord, audit_head: tuple[int, str]) -> manifests.ClipFacts:
     assert clip.confirmation is not None and clip.upload_url is not None
     assert clip.plaintext_sha256 and clip.ciphertext_sha256 and clip.ciphertext_length is not None
     station = ctx.settings.officers.get(clip.camera)
@@ -105,87 +106,97 @@ def write_file(directory: Path, name: str, data: bytes) -> Path:
     return path
 
 
-async def attest(ctx: PipelineContext, clip: ClipRecord) -> None:
-    """Sign (once), store and send the manifest of a CONFIRMED clip. Never raises (but cancels)."""
-    key = ctx.dock_key
-    if key is None:
-        return  # no [dock] signing_key configured: manifests are off (docs/CUSTODY.md)
-    journal = ctx.journal
-    try:
-        text, sent = journal.manifest(clip.id)
-        if text is None:
-            signed = manifests.sign(
-                manifests.build(facts(ctx, clip, journal.audit_head()), time.time()), key
-            )
-            await asyncio.to_thread(
-                write_file,
-                ctx.settings.dock.state_dir / MANIFEST_DIR,
-                f"{clip.id}.json",
-                signed,
-            )
-            journal.store_manifest(clip.id, signed.decode("utf-8"))
-            text = signed.decode("utf-8")
-    except (OSError, sqlite3.Error, JournalError) as exc:
-        log.error("manifest.failed", clip=clip.id, reason=str(exc))
-        journal.audit(
-            "manifest.failed",
-            f"clip {clip.id}",
-            component="pipeline",
-            outcome="failure",
-            detail={"reason": str(exc)[:300]},
-        )
-        return
-    if sent is not None or clip.upload_url is None:
-        return
-    if await _send(ctx, clip.id, clip.upload_url, text.encode("utf-8")):
-        for pending_id, pending, pending_url in journal.unsent_manifests(RESEND_BATCH):
-            if not await _send(ctx, pending_id, pending_url, pending.encode("utf-8")):
-                break
+@dataclass
+class Attestation:
+    """Signs, keeps and sends the manifest of each CONFIRMED clip (handed to the pipeline).
 
+    `dock_key` None: manifests are off (no [dock] signing_key configured, docs/CUSTODY.md).
+    """
 
-async def _send(ctx: PipelineContext, clip_id: int, clip_url: str, data: bytes) -> bool:
-    """Upload one manifest; True when the server has it (or another task is sending it)."""
-    key = (str(ctx.journal.path), clip_id)
-    if key in _sending:
+    settings: Settings
+    journal: Journal
+    uploader: uploader.Uploader
+    dock_key: Ed25519PrivateKey | None
+
+    async def attest(self, clip: ClipRecord) -> None:
+        """Sign (once), store and send the manifest of a CONFIRMED clip. Never raises (but cancels)."""
+        key = self.dock_key
+        if key is None:
+            return  # no [dock] signing_key configured: manifests are off (docs/CUSTODY.md)
+        journal = self.journal
+        try:
+            text, sent = journal.manifest(clip.id)
+            if text is None:
+                signed = manifests.sign(
+                    manifests.build(facts(self, clip, journal.audit_head()), time.time()), key
+                )
+                await asyncio.to_thread(
+                    write_file,
+                    self.settings.dock.state_dir / MANIFEST_DIR,
+                    f"{clip.id}.json",
+                    signed,
+                )
+                journal.store_manifest(clip.id, signed.decode("utf-8"))
+                text = signed.decode("utf-8")
+        except (OSError, sqlite3.Error, JournalError) as exc:
+            log.error("manifest.failed", clip=clip.id, reason=str(exc))
+            journal.audit(
+                "manifest.failed",
+                f"clip {clip.id}",
+                component="pipeline",
+                outcome="failure",
+                detail={"reason": str(exc)[:300]},
+            )
+            return
+        if sent is not None or clip.upload_url is None:
+            return
+        if await self._send(clip.id, clip.upload_url, text.encode("utf-8")):
+            for pending_id, pending, pending_url in journal.unsent_manifests(RESEND_BATCH):
+                if not await self._send(pending_id, pending_url, pending.encode("utf-8")):
+                    break
+
+    async def _send(self, clip_id: int, clip_url: str, data: bytes) -> bool:
+        """Upload one manifest; True when the server has it (or another task is sending it)."""
+        key = (str(self.journal.path), clip_id)
+        if key in _sending:
+            return True
+        _sending.add(key)
+        try:
+            return await self._send_once(clip_id, clip_url, data)
+        finally:
+            _sending.discard(key)
+
+    async def _send_once(self, clip_id: int, clip_url: str, data: bytes) -> bool:
+        digest = hashlib.sha256(data).hexdigest()
+        metadata = {
+            "manifest_for": upload_id(clip_url),
+            "filename": f"{upload_id(clip_url)}.manifest.json",
+            "type": "dockd-manifest-v1",
+            "dock": self.settings.dock.id,
+            "sha256": digest,
+            "size": str(len(data)),
+        }
+
+        def open_stream(start: int) -> AsyncIterator[bytes]:
+            async def blocks() -> AsyncIterator[bytes]:
+                yield data[start:]
+
+            return blocks()
+
+        try:
+            async with asyncio.timeout(MANIFEST_SEND_SECONDS):
+                url = await self.uploader.create(len(data), metadata)
+                await self.uploader.send(url, len(data), open_stream)
+        except (uploader.UploadError, TimeoutError) as exc:
+            log.warning("manifest.upload_failed", clip=clip_id, reason=str(exc))
+            self.journal.audit(
+                "manifest.upload_failed",
+                f"clip {clip_id}",
+                component="pipeline",
+                outcome="failure",
+                detail={"reason": str(exc)[:300], "kept": f"{MANIFEST_DIR}/{clip_id}.json"},
+            )
+            return False
+        self.journal.manifest_sent(clip_id, url)
+        log.info("manifest.uploaded", clip=clip_id, upload=url)
         return True
-    _sending.add(key)
-    try:
-        return await _send_once(ctx, clip_id, clip_url, data)
-    finally:
-        _sending.discard(key)
-
-
-async def _send_once(ctx: PipelineContext, clip_id: int, clip_url: str, data: bytes) -> bool:
-    digest = hashlib.sha256(data).hexdigest()
-    metadata = {
-        "manifest_for": upload_id(clip_url),
-        "filename": f"{upload_id(clip_url)}.manifest.json",
-        "type": "dockd-manifest-v1",
-        "dock": ctx.settings.dock.id,
-        "sha256": digest,
-        "size": str(len(data)),
-    }
-
-    def open_stream(start: int) -> AsyncIterator[bytes]:
-        async def blocks() -> AsyncIterator[bytes]:
-            yield data[start:]
-
-        return blocks()
-
-    try:
-        async with asyncio.timeout(MANIFEST_SEND_SECONDS):
-            url = await ctx.client.create(len(data), metadata)
-            await tus.send(ctx.client, url, len(data), open_stream)
-    except (tus.TusError, aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("manifest.upload_failed", clip=clip_id, reason=str(exc))
-        ctx.journal.audit(
-            "manifest.upload_failed",
-            f"clip {clip_id}",
-            component="pipeline",
-            outcome="failure",
-            detail={"reason": str(exc)[:300], "kept": f"{MANIFEST_DIR}/{clip_id}.json"},
-        )
-        return False
-    ctx.journal.manifest_sent(clip_id, url)
-    log.info("manifest.uploaded", clip=clip_id, upload=url)
-    return True

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 
 from dockd.devices.globs import GlobSet, States
 from dockd.devices.writers import WriterCheck, WriterPresent, write_lease
+from dockd.durable import fsync_dir
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. O_NOCTTY: a tty
@@ -375,18 +376,7 @@ def _unlink_if_unchanged(parent_fd: int, name: bytes, expected: FileIdentity) ->
             os.unlink(name, dir_fd=parent_fd)
     finally:
         os.close(fd)
-    _fsync_dir(parent_fd)
-
-
-def _fsync_dir(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some FUSE filesystems refuse fsync on a directory; syncing everything is slower but
-        # still makes the unlink durable before we report the clip wiped.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS):
-            raise
-        os.sync()
+    fsync_dir(parent_fd)  # the unlink is durable before the clip is reported wiped
 
 
 # ---------------------------------------------------------------------------------------------

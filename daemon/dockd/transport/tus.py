@@ -35,6 +35,7 @@ from yarl import URL
 
 from dockd.crypto.receipt import HEADER as RECEIPT_HEADER
 
+from . import uploader
 from .retry import (
     RetriesExhausted,
     RetryPolicy,
@@ -42,6 +43,7 @@ from .retry import (
     call_with_retries,
     parse_retry_after,
 )
+from .uploader import OpenStream, UploadState
 
 __all__ = [
     "MAX_STALLED_ROUNDS",
@@ -85,11 +87,11 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 log = structlog.get_logger()
 
 
-class TusError(Exception):
+class TusError(uploader.UploadError):
     """Base of every tus failure; `str()` is a reason an operator can read and act on."""
 
 
-class UploadGone(TusError):
+class UploadGone(TusError, uploader.UploadGone):
     """404/410 on the upload URL: it expired or was terminated; the upload must be recreated."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -101,7 +103,7 @@ class OffsetConflict(TusError):
     """409: the server's offset differs from ours; HEAD and continue from the server's offset."""
 
 
-class ServerRejected(TusError):
+class ServerRejected(TusError, uploader.UploadRejected):
     """A response that retrying will not fix (400, 401, 403, 412, 413, 415, a redirect...)."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -109,7 +111,7 @@ class ServerRejected(TusError):
         self.status = status
 
 
-class ServerRefused(ServerRejected):
+class ServerRefused(ServerRejected, uploader.UploadRefused):
     """The server refuses this dock, not this request: its credentials or one of its quotas.
 
     `kind` is "credentials" (401/403) or "quota" (`limit` names which). Every clip would get the
@@ -117,21 +119,16 @@ class ServerRefused(ServerRejected):
     """
 
     def __init__(self, status: int, message: str, *, kind: str, limit: str | None = None) -> None:
-        super().__init__(status, message)
-        self.kind = kind
-        self.limit = limit
+        uploader.UploadRefused.__init__(self, message, kind=kind, limit=limit)
+        self.status = status
 
 
-class ServerUnavailable(TusError):
+class ServerUnavailable(TusError, uploader.ServerUnavailable):
     """Transient failures that were still failing after `RetryPolicy.attempts`.
 
     `retry_after` is the most recent `Retry-After` the server sent (seconds), if any: a hint for
     when the caller should try the whole operation again.
     """
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -140,14 +137,6 @@ class ServerCapabilities:
     extensions: frozenset[str]
     checksum_algorithms: frozenset[str]
     max_size: int | None
-
-
-@dataclass(frozen=True)
-class UploadState:
-    url: str
-    offset: int
-    length: int | None
-    receipt: str | None  # raw `Dockd-Receipt` header value if present
 
 
 @dataclass(frozen=True)
@@ -188,6 +177,9 @@ class TusClient:
 
     The session owns connection pooling and TLS (verification stays on: the caller configures
     it, this client never relaxes it). `headers` (e.g. `Authorization`) go on every request.
+    Two concerns are handed in rather than built in: `retry` (per request, `retry.py`) and
+    `throttle`, the dock's bandwidth limit (`bandwidth.TokenBucket.acquire`), awaited before each
+    slice of a PATCH body goes out so a whole block is paced rather than sent in one burst.
     """
 
     def __init__(
@@ -197,6 +189,7 @@ class TusClient:
         *,
         headers: Mapping[str, str] | None = None,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
+        throttle: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         parsed = URL(endpoint)
         if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
@@ -216,7 +209,7 @@ class TusClient:
         self._capabilities_lock = asyncio.Lock()
         # The dock's bandwidth limit (bandwidth.TokenBucket.acquire): awaited before each slice
         # of a PATCH body goes out, so a whole block is paced rather than sent in one burst.
-        self.throttle: Callable[[int], Awaitable[None]] | None = None
+        self._throttle = throttle
 
     @property
     def endpoint(self) -> str:
@@ -318,6 +311,20 @@ class TusClient:
             )
         return new_offset
 
+    async def status(self, url: str) -> UploadState:
+        """`Uploader.status`: a HEAD."""
+        return await self.head(url)
+
+    async def send(
+        self,
+        url: str,
+        length: int,
+        open_stream: OpenStream,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> UploadState:
+        """`Uploader.send`: the resumable HEAD/PATCH loop (module-level `send`)."""
+        return await send(self, url, length, open_stream, on_progress)
+
     async def terminate(self, url: str) -> None:
         """DELETE the upload. An upload that is already gone counts as terminated."""
         target = URL(url)
@@ -389,7 +396,7 @@ class TusClient:
                     headers=request_headers,
                     # Fed in slices, fresh for every attempt: aiohttp would hand a large bytes
                     # body to the socket in one piece (and warn that it may stall the loop).
-                    data=None if data is None else _slices(data, self.throttle),
+                    data=None if data is None else _slices(data, self._throttle),
                     timeout=self._timeout,
                     allow_redirects=False,  # never replay a PATCH (or credentials) elsewhere
                     # aiohttp labels even a bodiless POST application/octet-stream; PATCH sets

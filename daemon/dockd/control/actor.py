@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# Request headers dockctl sets (status/client.py); the daemon never trusts them alone.
+# Request headers dockctl sets (control/client.py); the daemon never trusts them alone.
 SUDO_USER_HEADER = "Dockctl-Sudo-User"
 SUDO_UID_HEADER = "Dockctl-Sudo-Uid"
 LOGIN_HEADER = "Dockctl-Login"

@@ -36,7 +36,7 @@ class ApiError(Exception):
 def operator_headers(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Who is behind this dockctl, as far as the client knows: sudo's SUDO_USER / SUDO_UID, and
     the login name. The daemon records them beside the uid the kernel reports, never instead."""
-    from dockd.status import actor
+    from dockd.control import actor
 
     env = os.environ if environ is None else environ
     headers = {}

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from dockd import canonical, exitcodes
+from dockd.control.client import DaemonUnavailable
 from dockd.custody import audit
+from dockd.dockctl.common import cmd_action, config_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,7 +46,6 @@ def _state_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "state_dir", None) is not None:
         return Path(args.state_dir)
     from dockd.config import load
-    from dockd.status.cli import config_path
 
     return load(config_path(args)).dock.state_dir
 
@@ -140,11 +141,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_flag(args: argparse.Namespace) -> int:
-    from dockd.status import cli
-    from dockd.status.client import DaemonUnavailable
-
     try:
-        return cli.cmd_action(args)
+        return cmd_action(args)
     except DaemonUnavailable as exc:
         print(
             f"dockctl flag: {exc}; flagging needs the running daemon (start dockd and retry)",

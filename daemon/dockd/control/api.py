@@ -2,7 +2,7 @@
 
 Access control is the socket file: mode 0660, group `dockd` when that group exists (root and the
 group's members may connect). Each connection's peer is read with SO_PEERCRED and every action is
-recorded in the journal's transitions and the audit log with the operator (`status/actor.py`: the
+recorded in the journal's transitions and the audit log with the operator (`control/actor.py`: the
 kernel's uid, and what dockctl says of the person behind sudo), so a hold or a release can always
 be traced to the person who asked.
 
@@ -27,11 +27,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from dockd.control import actor, views
 from dockd.journal import ClipRecord, Journal, JournalError, State
+from dockd.metrics import DockMetrics, ServerTracker
 from dockd.offloader import Offloader
 from dockd.progress import ProgressBoard
-from dockd.status import actor, views
-from dockd.status.metrics import DockMetrics, ServerTracker
 from dockd.transport.bandwidth import Bandwidth, parse_rate
 
 log = structlog.get_logger()

@@ -26,54 +26,21 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from dockd import exitcodes
+from dockd.control.client import AccessDenied, ApiError, DaemonUnavailable
 from dockd.devices.camera import display_path
-from dockd.status.client import AccessDenied, ApiError, ControlClient, DaemonUnavailable
+from dockd.dockctl import audit_cli
+from dockd.dockctl.common import (
+    DEFAULT_CONFIG,
+    SOCKET_NAME,
+    NoSocket,
+    cmd_action,
+    control_client,
+    state_dir_of,
+)
 
-DEFAULT_CONFIG = Path("/etc/dockd/dockd.toml")
 CLOSED = {"WIPED", "DISMISSED"}
 SAFE = "SAFE TO REMOVE"
 NOT_RUNNING = "daemon not running"
-# The socket's name beside the journal, for `dockctl --state-dir DIR` without a config.
-SOCKET_NAME = "control.sock"
-
-
-class NoSocket(Exception):
-    """The configuration names no control socket."""
-
-
-# ---- where things are ------------------------------------------------------------------------
-def config_path(args: argparse.Namespace) -> Path:
-    return args.config if args.config is not None else DEFAULT_CONFIG
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from dockd.config import load
-
-    if getattr(args, "_settings", None) is None:
-        args._settings = load(config_path(args))
-    return args._settings
-
-
-def _socket(args: argparse.Namespace) -> Path:
-    if args.socket is not None:
-        return args.socket
-    if args.state_dir is not None and args.config is None:
-        # `dockctl --state-dir DIR`: the socket beside the journal (as `dockd demo` puts it).
-        return args.state_dir / SOCKET_NAME
-    path = _settings(args).status.socket
-    if path is None:
-        raise NoSocket(f"{config_path(args)}: no [status] socket configured (or give --socket)")
-    return path
-
-
-def _client(args: argparse.Namespace) -> ControlClient:
-    return ControlClient(_socket(args))
-
-
-def _state_dir(args: argparse.Namespace) -> Path:
-    if args.state_dir is not None:
-        return args.state_dir
-    return _settings(args).dock.state_dir
 
 
 # ---- journal fallback (daemon down) ------------------------------------------------------------
@@ -90,7 +57,7 @@ def _rows(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def _row_reason(row: dict[str, Any]) -> str | None:
-    from dockd.status.views import operator_reason
+    from dockd.control.views import operator_reason
 
     return operator_reason(row["state"], row["reason"])
 
@@ -239,7 +206,7 @@ def _fallback_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     from dockd.config import ConfigError
 
     try:
-        state_dir = _state_dir(args)
+        state_dir = state_dir_of(args)
     except ConfigError as exc:
         raise FileNotFoundError(f"journal not read ({exc}; give --state-dir)") from None
     return _rows(state_dir)
@@ -277,7 +244,7 @@ def _print_fallback(args: argparse.Namespace, why: str, console: Console) -> int
 def cmd_status(args: argparse.Namespace) -> int:
     console = Console()
     try:
-        data = _client(args).status()
+        data = control_client(args).status()
     except (DaemonUnavailable, NoSocket) as exc:
         return _print_fallback(args, str(exc), console)
     if args.json:
@@ -294,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_clips(args: argparse.Namespace) -> int:
     try:
-        clips = _client(args).clips(args.camera)
+        clips = control_client(args).clips(args.camera)
         note = None
     except (DaemonUnavailable, NoSocket) as exc:
         try:
@@ -325,19 +292,6 @@ def cmd_clips(args: argparse.Namespace) -> int:
     return exitcodes.UNAVAILABLE if note else exitcodes.OK
 
 
-def cmd_action(args: argparse.Namespace) -> int:
-    query: dict[str, str | None] = {"reason": getattr(args, "reason", None)}
-    if getattr(args, "force", False):
-        query["force"] = "1"
-    try:
-        clip = _client(args).action(args.clip, args.action, **query)
-    except ApiError as exc:
-        print(f"dockctl {args.action} {args.clip}: refused: {exc}", file=sys.stderr)
-        return exitcodes.FAILURE
-    print(f"clip {clip['id']} {clip['path']} ({clip['camera']}): now {clip['state']}")
-    return exitcodes.OK
-
-
 def cmd_release(args: argparse.Namespace) -> int:
     if (args.clip is None) == (args.bay is None):
         print("dockctl release: give a CLIP id or --bay BAY (not both)", file=sys.stderr)
@@ -345,7 +299,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     if args.clip is not None:
         return cmd_action(args)
     try:
-        result = _client(args).release_bay(args.bay)
+        result = control_client(args).release_bay(args.bay)
     except ApiError as exc:
         print(f"dockctl release --bay {args.bay}: refused: {exc}", file=sys.stderr)
         return exitcodes.FAILURE
@@ -359,7 +313,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_rescan(args: argparse.Namespace) -> int:
     try:
-        result = _client(args).rescan(args.bay)
+        result = control_client(args).rescan(args.bay)
     except ApiError as exc:
         print(f"dockctl rescan {args.bay}: {exc}", file=sys.stderr)
         return exitcodes.FAILURE
@@ -369,7 +323,7 @@ def cmd_rescan(args: argparse.Namespace) -> int:
 
 def cmd_bandwidth(args: argparse.Namespace) -> int:
     try:
-        limit = _client(args).bandwidth(args.rate)
+        limit = control_client(args).bandwidth(args.rate)
     except ApiError as exc:
         print(f"dockctl bandwidth: {exc}", file=sys.stderr)
         return exitcodes.FAILURE
@@ -379,7 +333,7 @@ def cmd_bandwidth(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Live bays table and a progress bar per clip in flight, refreshed from the daemon."""
-    client = _client(args)
+    client = control_client(args)
     console = Console()
     progress = Progress(
         TextColumn("{task.description}"),
@@ -501,12 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. 2MiB or 20MB (per second), off (unlimited), or config (back to the file)",
     )
     bandwidth.set_defaults(func=cmd_bandwidth)
-    try:  # chain-of-custody commands (audit, flag) land in their own module
-        from dockd.status import audit_cli
-    except ImportError:
-        audit_cli = None  # type: ignore[assignment]
-    if audit_cli is not None:
-        audit_cli.register(sub)
+    audit_cli.register(sub)  # chain-of-custody commands (audit, flag)
     return parser
 
 

@@ -13,9 +13,9 @@ from dockd.devices.camera import display_path
 from dockd.journal import WORKABLE, ClipRecord, Journal, State
 
 if TYPE_CHECKING:
+    from dockd.metrics import DockMetrics, ServerTracker
     from dockd.offloader import CameraStatus, Offloader
     from dockd.progress import ClipProgress, ProgressBoard
-    from dockd.status.metrics import DockMetrics, ServerTracker
 
 SAFE = "SAFE TO REMOVE"
 # States with work still to do on the dock (the queue): the workable ones.

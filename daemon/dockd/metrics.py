@@ -6,7 +6,7 @@ in one process; nothing goes to the global registry). The exposition is promethe
 `start_http_server`'s thread: the gauges derived from the journal (queue, clips by state) are
 computed at scrape time, and the journal may only be used from the loop.
 
-Label values are bounded classes (`reason_class`), never free text: a reason like "ServerUnavailable:
+Label values are bounded classes (`reasons.py`), never free text: a reason like "ServerUnavailable:
 PATCH https://... last failure: 503" becomes `server_unavailable`.
 """
 
@@ -28,59 +28,6 @@ from prometheus_client.exposition import generate_latest
 CHUNK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # A clip from discovery to wipe: seconds for small clips, hours when a camera comes back later.
 CLIP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
-
-# Every value a `reason` / `cause` label can take (documented in docs/OPERATORS.md).
-REASON_CLASSES = (
-    "server_unavailable",  # retries exhausted on 5xx / 429 / connection errors / timeouts
-    "server_rejected",  # a 4xx the server will not change its mind about
-    "upload_gone",  # the server lost or expired the upload; a new one is made
-    "network",  # connection refused / reset before any response
-    "timeout",
-    "no_receipt",  # the server did not give a usable confirmation
-    "receipt_mismatch",  # the receipt names other bytes
-    "clip_changed",  # the camera file changed or was replaced after it was read
-    "unsafe_file",  # symlink, FIFO, device... on the camera
-    "unreadable",  # I/O error reading the camera
-    "internal_error",
-    "dock_storage",  # the dock's own state directory is full or failing
-    "open_for_writing",  # another process holds the clip open for writing
-    "hard_linked",  # the clip's data has other names on the camera
-    "operator",  # an operator asked (dockctl retry)
-    "other",
-)
-
-
-def reason_class(exc: BaseException) -> str:
-    """The bounded label value for an exception that stopped a clip."""
-    from dockd import clipio
-    from dockd.confirm import ConfirmationMismatch, NotConfirmed
-    from dockd.devices.camera import ClipReplaced, HardLinked, UnsafeFile
-    from dockd.devices.writers import WriterPresent
-    from dockd.dockhealth import is_storage_error
-    from dockd.transport import tus
-
-    if is_storage_error(exc):
-        return "dock_storage"
-
-    checks: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
-        (tus.UploadGone, "upload_gone"),
-        (tus.ServerUnavailable, "server_unavailable"),
-        (tus.ServerRejected, "server_rejected"),
-        (tus.TusError, "server_rejected"),
-        (HardLinked, "hard_linked"),
-        (WriterPresent, "open_for_writing"),
-        ((clipio.ClipChangedError, ClipReplaced), "clip_changed"),
-        (UnsafeFile, "unsafe_file"),
-        (ConfirmationMismatch, "receipt_mismatch"),
-        (NotConfirmed, "no_receipt"),
-        (TimeoutError, "timeout"),
-        (aiohttp.ClientError, "network"),
-        (OSError, "unreadable"),
-    ]
-    for kinds, name in checks:
-        if isinstance(exc, kinds):
-            return name
-    return "other"
 
 
 class DockMetrics:

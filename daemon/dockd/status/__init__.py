@@ -1,1 +1,0 @@
-"""Operator-facing status: `dockctl` (and, later, the control socket and metrics)."""
