@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dockd import dockhealth
 from dockd.dockhealth import StorageHealth, is_storage_error
-from dockd.status.metrics import DockMetrics
+from dockd.metrics import DockMetrics
 
 
 class Clock:
