@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dockd import offloader as offloader_module
+from dockd import discovery as discovery_module
 from dockd.app import Daemon
 from dockd.custody.attest import Attestation
 from support.dock import (
@@ -95,7 +95,7 @@ async def test_mtime_past_2262_and_sidecar_year_9999_are_offloaded(tmp_path, fak
 async def test_any_scan_failure_is_a_state_with_a_reason_and_a_retry(
     tmp_path, fake, keys, recipient, monkeypatch
 ):
-    real_scan = offloader_module.scan_camera
+    real_scan = discovery_module.scan_camera
     failures = {"left": 3}
 
     def flaky_scan(*args, **kwargs):
@@ -104,7 +104,7 @@ async def test_any_scan_failure_is_a_state_with_a_reason_and_a_retry(
             raise RuntimeError("bug triggered by hostile input")
         return real_scan(*args, **kwargs)
 
-    monkeypatch.setattr(offloader_module, "scan_camera", flaky_scan)
+    monkeypatch.setattr(discovery_module, "scan_camera", flaky_scan)
     running = await _start(tmp_path, fake, keys, recipient)
     try:
         make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 10_000})
@@ -129,14 +129,14 @@ async def test_any_scan_failure_is_a_state_with_a_reason_and_a_retry(
 async def test_a_clip_that_cannot_be_recorded_keeps_the_camera_not_safe(
     tmp_path, fake, keys, recipient, monkeypatch
 ):
-    real_record = offloader_module.Offloader._record
+    real_record = discovery_module.Discovery._record
 
     def record(self, view, model, found):
         if found.rel_path == b"DCIM/BAD.MP4":
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
         return real_record(self, view, model, found)
 
-    monkeypatch.setattr(offloader_module.Offloader, "_record", record)
+    monkeypatch.setattr(discovery_module.Discovery, "_record", record)
     running = await _start(tmp_path, fake, keys, recipient)
     try:
         make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/BAD.MP4": 1000, "DCIM/OK.MP4": 1000})
