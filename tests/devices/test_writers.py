@@ -150,3 +150,34 @@ def test_a_writer_that_opens_during_the_wipe_check_keeps_its_data(clip, monkeypa
     thread.join(10)
     assert "deferred" in outcome, outcome
     assert clip.read_bytes() == b"x" * 1000 + b"APPENDED"  # the writer's bytes are on the camera
+
+
+def test_a_name_linked_during_the_wipe_check_stops_the_wipe(clip, monkeypatch):
+    """link(2) does not break a read lease: the link count is looked at again just before the
+    unlink, or the data would stay on the camera under the new name."""
+    from dockd.devices import writers as writers_module
+    from dockd.devices.camera import HardLinked
+
+    expected = FileIdentity.from_stat(os.stat(clip))
+    original = writers_module.Lease.intact
+
+    def link_meanwhile(self):  # the last look before the unlink, after the first nlink check
+        if not (clip.parent / "sneaky.bin").exists():
+            os.link(clip, clip.parent / "sneaky.bin")
+        return original(self)
+
+    monkeypatch.setattr(writers_module.Lease, "intact", link_meanwhile)
+    with pytest.raises(HardLinked):
+        wipe_clip(clip.parent.parent, b"DCIM/A.MP4", expected)
+    assert clip.exists()
+
+
+def test_stat_clip_follows_each_component_of_a_deep_path(tmp_path):
+    from dockd.devices.camera import stat_clip
+
+    deep = tmp_path / "DCIM" / "100" / "A.MP4"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"y" * 7)
+    (tmp_path / "100").mkdir()
+    (tmp_path / "100" / "A.MP4").write_bytes(b"other")
+    assert stat_clip(tmp_path, b"DCIM/100/A.MP4") == FileIdentity.from_stat(os.stat(deep))

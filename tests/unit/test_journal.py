@@ -235,3 +235,67 @@ def test_a_wipe_of_a_clip_that_is_not_confirmed_is_refused_by_the_journal(tmp_pa
     with pytest.raises(JournalError, match="not allowed from UPLOADED"):
         journal.mark_wiped(clip.id)
     assert journal.get(clip.id).state is State.UPLOADED
+
+
+def test_each_transition_writes_its_audit_record_with_who_what_and_outcome(tmp_path):
+    import json
+
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(new_clip(b"DCIM/A.MP4", camera="CAM9"))
+    journal.quarantine(clip.id, "file replaced")
+    journal.hold(clip.id, actor="alice (uid 1000)", reason="keep")
+    records = [
+        json.loads(text)
+        for (text,) in journal._conn.execute("SELECT record FROM audit ORDER BY seq").fetchall()
+    ]
+    quarantined, held = records[-2], records[-1]
+    assert (quarantined["component"], quarantined["outcome"], quarantined["actor"]) == (
+        "pipeline",
+        "failure",
+        "dockd",
+    )
+    assert quarantined["detail"] == {
+        "camera": "CAM9",
+        "from": "DISCOVERED",
+        "to": "QUARANTINED",
+        "detail": "file replaced",
+    }
+    assert (held["component"], held["outcome"], held["actor"]) == (
+        "operator",
+        "ok",
+        "alice (uid 1000)",
+    )
+    assert held["detail"]["from"] == "QUARANTINED"
+
+
+def test_a_confirmation_resets_the_attempt_count(tmp_path):
+    journal = Journal.open(tmp_path)
+    clip = journal.add_clip(new_clip(b"DCIM/A.MP4"))
+    journal.mark_failed(clip.id, "503", time.time())
+    journal.resume_failed(clip.id)
+    assert journal.get(clip.id).attempts == 1
+    assert confirmed(journal, clip.id).attempts == 0
+
+
+def test_a_migrated_journal_anchors_its_audit_head_at_once(tmp_path):
+    from dockd.custody import audit
+    from dockd.journal import schema
+
+    fresh = tmp_path / "fresh"
+    Journal.open(fresh).close()
+    conn = sqlite3.connect(fresh / "journal.db")
+    conn.executescript(
+        "DROP INDEX clips_live;"
+        "ALTER TABLE clips DROP COLUMN superseded_at;"
+        "ALTER TABLE clips DROP COLUMN ctime_ns;"
+        "CREATE UNIQUE INDEX clips_live ON clips(camera, rel_path, size, mtime_ns) "
+        "WHERE state != 'WIPED';"
+        "PRAGMA user_version=2;"
+    )
+    conn.close()
+    (fresh / audit.HEAD_FILE).unlink(missing_ok=True)
+    migrated = Journal.open(fresh)
+    assert migrated.audit_head()[0] >= 1  # the migration itself is an audit record
+    assert audit.read_head(fresh) == migrated.audit_head()  # and the head is anchored
+    assert schema.SCHEMA_VERSION == 3
+    migrated.close()

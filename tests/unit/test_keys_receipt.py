@@ -16,6 +16,18 @@ from dockd.crypto.keys import (
     load_verify_key,
 )
 
+# sign(key = bytes 0..31, upload "abc", 300 bytes, sha256 "a"*64, completed 2026-11-29T12:00Z):
+# payload {"completed":"2026-11-29T12:00:00Z","kid":"56475aa75463474c","length":300,
+# "sha256":"aa…a","upload":"abc","v":1}, signed after the context "dockd-receipt-v1\n".
+GOLDEN_RECEIPT = (
+    "v1."
+    "eyJjb21wbGV0ZWQiOiIyMDI2LTExLTI5VDEyOjAwOjAwWiIsImtpZCI6IjU2NDc1YWE3NTQ2MzQ3NGMi"
+    "LCJsZW5ndGgiOjMwMCwic2hhMjU2IjoiYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"
+    "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYSIsInVwbG9hZCI6ImFiYyIsInYiOjF9"
+    "."
+    "f0IrhRlPGfdfiGhMW0RYTO6GkoqD3VAevErdJb4DSIDtR1uNc20M7Yeee7cJldmjTXqtB_ugwLns5TTq8lQSDA"
+)
+
 
 def test_keygen_writes_private_files_0600_and_never_overwrites(tmp_path):
     result = keygen(tmp_path)
@@ -155,3 +167,65 @@ def test_a_genuinely_signed_receipt_with_a_malformed_field_is_refused(change):
     assert good.matches(upload="abc", length=300, sha256="a" * 64)
     with pytest.raises(receipt_module.ReceiptError):
         receipt_module.verify(_forged(key, **{**fields, **change}), key.public_key())
+
+
+def test_the_receipt_wire_format_is_fixed_byte_for_byte():
+    """A golden vector: other implementations (the evidence service, a court's verifier) rebuild
+    and check these exact bytes, so the version, the context string, the key id, the field order
+    and the encoding may not drift (docs/RECEIVER.md documents them)."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dockd.crypto import receipt as receipt_module
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    header = receipt_module.sign(
+        key,
+        upload="abc",
+        length=300,
+        sha256="a" * 64,
+        completed=dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC),
+    )
+    assert header == GOLDEN_RECEIPT
+    parsed = receipt_module.verify(GOLDEN_RECEIPT, key.public_key())
+    assert (parsed.upload, parsed.length, parsed.kid) == ("abc", 300, "56475aa75463474c")
+
+
+@pytest.mark.parametrize("length", [0, 1])
+def test_a_receipt_for_a_short_upload_is_valid(length):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dockd.crypto import receipt as receipt_module
+
+    key = Ed25519PrivateKey.generate()
+    fields = {
+        "v": 1,
+        "upload": "abc",
+        "length": length,
+        "sha256": "a" * 64,
+        "completed": "2026-11-29T00:00:00Z",
+        "kid": receipt_module.key_id(key.public_key()),
+    }
+    assert receipt_module.verify(_forged(key, **fields), key.public_key()).length == length
+
+
+@pytest.mark.parametrize(
+    "header", ["v1.é.é", "v1.!!!.???", "v1..", "v1." + "A" * 5000, "v2.e30.e30", "nonsense"]
+)
+def test_garbage_in_a_receipt_header_is_a_receipt_error_not_a_crash(header):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dockd.crypto import receipt as receipt_module
+
+    with pytest.raises(receipt_module.ReceiptError):
+        receipt_module.verify(header, Ed25519PrivateKey.generate().public_key())
+
+
+def test_a_signed_payload_that_is_not_json_is_refused():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from dockd.crypto import receipt as receipt_module
+
+    key = Ed25519PrivateKey.generate()
+    for payload in (b"not json", b"\xff\xfe", b"[1, 2]"):
+        signature = key.sign(receipt_module._CONTEXT + payload)
+        header = f"v1.{receipt_module._b64e(payload)}.{receipt_module._b64e(signature)}"
+        with pytest.raises(receipt_module.ReceiptError):
+            receipt_module.verify(header, key.public_key())
