@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from dockd.utc import iso_utc
+
 # secrets.token_urlsafe(24): 24 random bytes (192 bits) in 32 base64url characters.
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 
@@ -44,7 +46,8 @@ def is_upload_id(text: str) -> bool:
 
 
 def rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The store's timestamps are the tree's one format (`dockd.utc.iso_utc`)."""
+    return iso_utc(when)
 
 
 # -- errors: what went wrong, in words that do not depend on the backend --

@@ -40,6 +40,7 @@ from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 import structlog
 
+from dockd.durable import fsync_dir as _fsync_dir
 from dockd.durable import write_synced
 from dockd.receiver.storage.api import (
     ChunkWriter,
@@ -76,14 +77,6 @@ def _store_errors(function: Callable[P, T]) -> Callable[P, T]:
             raise _translated(exc) from exc
 
     return translated
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
