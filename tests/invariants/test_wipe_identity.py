@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dockd.devices.camera import ClipReplaced, FileIdentity, wipe_clip
+from support.adversary import rewrite_in_place
 
 REL = b"DCIM/100/A.MP4"
 ORIGINAL = b"the clip that was read and uploaded\n" * 1000
@@ -105,14 +106,6 @@ def test_rewritten_in_place_with_mtime_restored_is_refused(root: Path) -> None:
     _wait_for_ctime_clock_past(root, before.st_ctime_ns)
     other = ORIGINAL.replace(b"uploaded", b"rewritten")[: before.st_size]
     other += b"\0" * (before.st_size - len(other))
-    with open(path, "r+b") as handle:
-        handle.write(other)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    now = os.stat(path)
-    assert (now.st_ino, now.st_size, now.st_mtime_ns) == (
-        before.st_ino,
-        before.st_size,
-        before.st_mtime_ns,
-    )
+    now = rewrite_in_place(path, other)
     assert now.st_ctime_ns != before.st_ctime_ns
     _assert_refused(root, expected, other, "ctime_ns")
