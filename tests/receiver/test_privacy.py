@@ -66,10 +66,20 @@ async def test_an_officers_name_is_in_no_info_log_line_of_the_dock_or_the_server
                 {clip: 64 * 1024},
                 sidecars={f"DCIM/{FOLDER}/CLIP0001.json": {"officer": OFFICER}},
             )
+            # A second camera names its officer in the bay identity file instead of a sidecar.
+            staging = tmp_path / "staging-2"
+            (staging / "DCIM" / FOLDER).mkdir(parents=True)
+            (staging / "DCIM" / FOLDER / "CLIP0002.MP4").write_bytes(b"\x01" * 4096)
+            (staging / "camera.json").write_text(
+                json.dumps({"serial": SERIAL + "-2", "model": "cam", "officer": OFFICER})
+            )
+            staging.rename(tmp_path / "bays" / "bay-2")
             await wait_for(
-                lambda: [r for r in journal_rows(tmp_path / "state") if r["state"] == "WIPED"],
+                lambda: (
+                    len([r for r in journal_rows(tmp_path / "state") if r["state"] == "WIPED"]) == 2
+                ),
                 60,
-                what="the clip to be offloaded and wiped",
+                what="both clips to be offloaded and wiped",
             )
         finally:
             daemon.terminate()
@@ -77,9 +87,9 @@ async def test_an_officers_name_is_in_no_info_log_line_of_the_dock_or_the_server
     del keys
 
     # The name did travel: it is evidence metadata, kept in the server's sidecar.
-    (stored,) = [o for o in stored_objects(server.store) if "manifest_for" not in o["metadata"]]
-    assert stored["metadata"]["officer"] == OFFICER
-    assert stored["metadata"]["path"] == clip
+    stored = [o for o in stored_objects(server.store) if "manifest_for" not in o["metadata"]]
+    assert sorted(o["metadata"]["officer"] for o in stored) == [OFFICER, OFFICER]
+    assert clip in {o["metadata"]["path"] for o in stored}
 
     dock_log = daemon.log_path.read_text()
     for side, text in (("dock", dock_log), ("server", server_log)):
@@ -88,6 +98,7 @@ async def test_an_officers_name_is_in_no_info_log_line_of_the_dock_or_the_server
     # ...while the logs still say which clip of which camera went where.
     events = [json.loads(line) for line in dock_log.splitlines() if line.startswith("{")]
     wiped = [e for e in events if e.get("event") == "clip.wiped"]
-    assert wiped and wiped[0]["camera"] == SERIAL and "clip" in wiped[0]
+    assert {e["camera"] for e in wiped} == {SERIAL, SERIAL + "-2"}
+    assert all("clip" in e for e in wiped)
     created = [json.loads(x) for x in server_log.splitlines() if '"upload.created"' in x]
     assert any(e.get("camera") == SERIAL for e in created)

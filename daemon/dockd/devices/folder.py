@@ -491,7 +491,7 @@ class _BayTracker:
             bay=camera.bay,
             serial=camera.serial,
             model=camera.model,
-            officer=camera.officer,
+            has_officer=camera.officer is not None,  # the name itself stays out of logs (GDPR)
             session=camera.session,
         )
         self._notify(self._events.docked, camera)
