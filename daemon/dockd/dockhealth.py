@@ -100,9 +100,6 @@ class StorageHealth:
         """New work waits: the state disk failed and its back-off has not run out."""
         return self.problem is not None and time.monotonic() < self._until
 
-    def probe_due(self) -> bool:
-        return self.problem is not None and time.monotonic() >= self._until
-
     def recovered(self) -> None:
         if self.problem is None:
             return
