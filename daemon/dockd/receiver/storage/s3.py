@@ -125,6 +125,11 @@ class S3Store:
         needed = math.ceil(length / _PART_BUDGET / MiB) * MiB
         return max(self.settings.part_size, needed)
 
+    def part_size_of(self, state: S3UploadState) -> int:
+        """The upload's part size: its first part's, once there is one (part n must stay
+        bytes [(n-1)P, nP) even if the configured size changed across a restart)."""
+        return state.parts[0].size if state.parts else self.part_size_for(state.info.length)
+
     # -- small helpers --
 
     def _put_json(self, bucket: str, key: str, data: dict[str, Any], **extra: Any) -> Any:
@@ -373,6 +378,7 @@ class S3Store:
                 **self.retention.creation_args(record.metadata),
             )
             return
+        self._check_no_stray_parts(state)
         done = s3_call(
             self.client.complete_multipart_upload,
             Bucket=self.settings.bucket,
@@ -385,6 +391,33 @@ class S3Store:
         )
         if done is None:
             log.info("s3.multipart_already_completed", upload=record.upload)
+
+    def _check_no_stray_parts(self, state: S3UploadState) -> None:
+        """RGW 16.2 completes only with every uploaded part listed: name a part beyond the
+        committed ones (left by a refused chunk before the part size changed) instead of
+        failing with a bare InvalidPart."""
+        paginator = self.client.get_paginator("list_parts")
+        pages = s3_call(
+            lambda: list(
+                paginator.paginate(
+                    Bucket=self.settings.bucket, Key=state.key, UploadId=state.multipart_id
+                )
+            ),
+            missing_ok=True,
+        )
+        if pages is None:
+            return  # completed already: step 4 checks the object
+        stray = sorted(
+            int(part["PartNumber"])
+            for page in pages
+            for part in page.get("Parts", [])
+            if int(part["PartNumber"]) > len(state.parts)
+        )
+        if stray:
+            raise StoreError(
+                f"{state.info.upload}: parts {stray} were uploaded past the committed "
+                f"{len(state.parts)}; S3 cannot complete the upload without them"
+            )
 
     def _confirm_length(self, record: CompletedUpload) -> str | None:
         """Step 4: the stored object is exactly `record.length` bytes; its version id."""
