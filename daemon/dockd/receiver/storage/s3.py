@@ -331,16 +331,13 @@ class S3Store:
     def _finish_completion(self, record: CompletedUpload, *, fence: int | None) -> None:
         """Steps 3-6; safe to run again from any point (recovery does)."""
         upload = record.upload
-        bucket, key = self.settings.bucket, self.clip_key(upload)
-        if (
-            s3_call(
-                self.client.head_object,
-                Bucket=bucket,
-                Key=self.sidecar_key(upload),
-                missing_ok=True,
-            )
-            is None
-        ):
+        bucket, key, sidecar_key = (
+            self.settings.bucket,
+            self.clip_key(upload),
+            self.sidecar_key(upload),
+        )
+        sidecar = s3_call(self.client.head_object, Bucket=bucket, Key=sidecar_key, missing_ok=True)
+        if sidecar is None:
             state = self.states.load(upload)
             if state is not None and state.tail_key is not None:
                 state = self._tail_as_last_part(state, fence)
@@ -348,20 +345,16 @@ class S3Store:
                 self._complete_multipart(state, record)
             version = self._confirm_length(record)
             self.retention.after_complete(self.client, bucket, key, version, record.metadata)
-            sidecar = {**asdict(record), "object_version": version}
-            reply = self._put_json(
+            sidecar = self._put_json(
                 bucket,
-                self.sidecar_key(upload),
-                sidecar,
+                sidecar_key,
+                {**asdict(record), "object_version": version},
                 **self.retention.creation_args(record.metadata),
             )
-            self.retention.after_complete(
-                self.client,
-                bucket,
-                self.sidecar_key(upload),
-                reply.get("VersionId"),
-                record.metadata,
-            )
+        # Again on recovery: a crash may have come between the sidecar PUT and this call.
+        self.retention.after_complete(
+            self.client, bucket, sidecar_key, sidecar.get("VersionId"), record.metadata
+        )
         self._clean_up_after_completion(upload)
 
     def _complete_multipart(self, state: S3UploadState, record: CompletedUpload) -> None:
