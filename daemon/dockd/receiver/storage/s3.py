@@ -65,7 +65,6 @@ from dockd.receiver.storage.s3_writer import S3ChunkWriter, Spool, copy_stream, 
 
 log = structlog.get_logger("dockd.receiver.store")
 
-MAX_PARTS = 10_000  # S3's limit per multipart upload
 # Size parts so a whole upload fits in 9,000 of them, whatever its length: a margin below
 # S3's 10,000 for a part size that changes between restarts.
 _PART_BUDGET = 9_000
