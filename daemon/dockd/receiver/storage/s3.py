@@ -52,7 +52,7 @@ from dockd.receiver.storage.api import (
     is_upload_id,
 )
 from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
-from dockd.receiver.storage.s3_errors import s3_call, s3_required
+from dockd.receiver.storage.s3_errors import list_objects, s3_call, s3_required
 from dockd.receiver.storage.s3_hash import new_hash, restore
 from dockd.receiver.storage.s3_retention_api import NoRetention, ObjectRetention
 from dockd.receiver.storage.s3_state import (
@@ -161,22 +161,18 @@ class S3Store:
         except StoreError as exc:
             log.warning("s3.orphan_not_deleted", bucket=bucket, key=key, error=str(exc))
 
-    def _delete_tails(self, upload: str, keep: str | None = None) -> None:
-        """Delete every tail object of the upload but `keep` (best effort)."""
-        paginator = self.client.get_paginator("list_objects_v2")
+    def _delete_tails(self, upload: str) -> None:
+        """Delete every tail object of the upload (best effort)."""
         try:
-            pages = s3_required(
-                lambda: list(
-                    paginator.paginate(Bucket=self.settings.work_bucket, Prefix=tail_prefix(upload))
-                )
-            )
+            keys = [
+                e["Key"]
+                for e in list_objects(self.client, self.settings.work_bucket, tail_prefix(upload))
+            ]
         except StoreError as exc:
             log.warning("s3.tails_not_listed", upload=upload, error=str(exc))
             return
-        for page in pages:
-            for entry in page.get("Contents", []):
-                if entry["Key"] != keep:
-                    self.delete_quietly(self.settings.work_bucket, entry["Key"])
+        for key in keys:
+            self.delete_quietly(self.settings.work_bucket, key)
 
     def _state(self, upload: str) -> S3UploadState:
         state = self.states.load(self._checked(upload))
@@ -211,7 +207,8 @@ class S3Store:
         """Make sure both buckets exist, finish interrupted completions, list unfinished ones."""
         self.retention.prepare_bucket(self.client, self.settings.bucket)
         self._ensure_work_bucket()
-        for key in self._keys(self.settings.work_bucket, "completing/"):
+        completing = list_objects(self.client, self.settings.work_bucket, "completing/")
+        for key in [entry["Key"] for entry in completing]:
             upload = key.removeprefix("completing/").removesuffix(".json")
             if not is_upload_id(upload):
                 log.warning("s3.unknown_object", key=key)
@@ -231,11 +228,6 @@ class S3Store:
         bucket = self.settings.work_bucket
         if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
             s3_required(self.client.create_bucket, Bucket=bucket)
-
-    def _keys(self, bucket: str, prefix: str) -> list[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = s3_required(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))
-        return [entry["Key"] for page in pages for entry in page.get("Contents", [])]
 
     def create(self, info: CreationInfo, expires: float) -> None:
         key = self.clip_key(info.upload)
@@ -450,17 +442,13 @@ class S3Store:
         return CompletedUpload.from_json(data) if data is not None else None
 
     def completed(self) -> Iterator[CompletedUpload]:
-        uploads = sorted(
-            key.removeprefix("clips/").removesuffix(".json")
-            for key in self._keys(self.settings.bucket, "clips/")
-            if key.endswith(".json")
-        )
-        for upload in uploads:
-            if not is_upload_id(upload):
-                continue
-            record = self.load_completed(upload)
-            if record is not None:
-                yield record
+        # Listed in key order, which is upload-id order (ids have one length), page by page.
+        for entry in list_objects(self.client, self.settings.bucket, "clips/"):
+            upload = entry["Key"].removeprefix("clips/").removesuffix(".json")
+            if entry["Key"].endswith(".json") and is_upload_id(upload):
+                record = self.load_completed(upload)
+                if record is not None:
+                    yield record
 
     def open_completed(self, upload: str) -> BinaryIO:
         data = self._get_json(self.settings.bucket, self.sidecar_key(upload))
@@ -517,22 +505,19 @@ class S3Store:
         )
 
     def sweep_tombstones(self, older_than: float) -> int:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = s3_required(
-            lambda: list(paginator.paginate(Bucket=self.settings.work_bucket, Prefix="tombstones/"))
-        )
-        removed = 0
-        for page in pages:
-            for entry in page.get("Contents", []):
-                if entry["LastModified"].timestamp() < older_than:
-                    s3_call(
-                        self.client.delete_object,
-                        Bucket=self.settings.work_bucket,
-                        Key=entry["Key"],
-                        missing_ok=True,
-                    )
-                    removed += 1
-        return removed
+        old = [
+            entry["Key"]
+            for entry in list_objects(self.client, self.settings.work_bucket, "tombstones/")
+            if entry["LastModified"].timestamp() < older_than
+        ]
+        for key in old:
+            s3_call(
+                self.client.delete_object,
+                Bucket=self.settings.work_bucket,
+                Key=key,
+                missing_ok=True,
+            )
+        return len(old)
 
 
 class _ObjectReader(io.RawIOBase):

@@ -12,7 +12,7 @@ botocore's own "standard" retries have already run when an error gets here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
@@ -70,3 +70,11 @@ def s3_required(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     result = s3_call(function, *args, **kwargs)
     assert result is not None
     return result
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object under `prefix`, page by page (1,000 at a time, never the whole listing in
+    memory), in key order; each page fetch fails as `s3_call` says."""
+    pages = iter(client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+    while (page := s3_call(next, pages, None)) is not None:
+        yield from page.get("Contents", [])
