@@ -45,7 +45,7 @@ from support.receiver import (
     running_receiver,
     upload_id_of,
 )
-from support.stores import rgw_settings
+from support.stores import SimulatedCrash, rgw_settings
 
 pytestmark = pytest.mark.ceph
 
@@ -484,3 +484,33 @@ def test_the_retention_hook_sees_the_bucket_both_objects_and_their_versions(
         assert tags == [{"Key": "retention", "Value": "evidence"}], key
     assert store.load_completed(info.upload) == record
     assert hashlib.sha256(rgw.object_bytes(info.upload)).hexdigest() == record.sha256
+
+
+def test_a_multipart_upload_whose_state_never_got_written_is_aborted_at_start(
+    rgw: RgwTarget,
+) -> None:
+    """A crash between CreateMultipartUpload and the state PUT leaves a multipart upload that
+    nothing would complete; the next start aborts it (here at once: `orphan_age=0`)."""
+
+    def crash_on_put(model: Any, **_: Any) -> None:
+        if model.name == "PutObject":
+            raise SimulatedCrash("crash before the state PUT")
+
+    store = rgw.store()
+    info = CreationInfo(new_upload_id(), 10, "", {}, "2026-11-30T00:00:00Z", None)
+    rgw.client.meta.events.register("before-call.s3", crash_on_put, unique_id="crash-put")
+    try:
+        with pytest.raises(SimulatedCrash):
+            store.create(info, 0.0)
+    finally:
+        rgw.client.meta.events.unregister("before-call.s3", unique_id="crash-put")
+
+    def open_multiparts() -> list[str]:
+        listed = rgw.client.list_multipart_uploads(Bucket=rgw.settings.bucket, Prefix="clips/")
+        return [entry["Key"] for entry in listed.get("Uploads", [])]
+
+    assert open_multiparts() == [f"clips/{info.upload}"]
+    assert S3Store(rgw.settings, client=rgw.client).recover() == []
+    assert open_multiparts() == [f"clips/{info.upload}"]  # young: maybe another node's
+    assert S3Store(rgw.settings, client=rgw.client, orphan_age=0).recover() == []
+    assert open_multiparts() == []

@@ -68,6 +68,9 @@ log = structlog.get_logger("dockd.receiver.store")
 # Size parts so a whole upload fits in 9,000 of them, whatever its length: a margin below
 # S3's 10,000 for a part size that changes between restarts.
 _PART_BUDGET = 9_000
+# A multipart upload no state names is aborted at start once it is this old (seconds): a younger
+# one may be another node's creation between CreateMultipartUpload and its state write.
+ORPHAN_MULTIPART_AGE = 3600.0
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -89,6 +92,7 @@ class S3Store:
         retention: ObjectRetention | None = None,
         states: UploadStateBackend | None = None,
         spool_dir: str | None = None,
+        orphan_age: float = ORPHAN_MULTIPART_AGE,
     ) -> None:
         self.settings = settings
         self.client = client if client is not None else make_client(settings)
@@ -97,6 +101,7 @@ class S3Store:
             states if states is not None else WorkBucketState(self.client, settings.work_bucket)
         )
         self.spool_dir = spool_dir  # None: $TMPDIR
+        self.orphan_age = orphan_age
 
     # -- keys --
 
@@ -219,10 +224,30 @@ class S3Store:
                 continue
             self._finish_completion(CompletedUpload.from_json(data), fence=None)
             log.info("s3.completion_finished_on_recovery", upload=upload)
+        self._abort_orphan_multiparts(time.time() - self.orphan_age)
         return sorted(
             (PartialState(s.info, s.offset, s.expires) for s in self.states.all()),
             key=lambda partial: partial.info.upload,
         )
+
+    def _abort_orphan_multiparts(self, initiated_before: float) -> None:
+        """Abort multipart uploads under clips/ that no state names: a crash between
+        CreateMultipartUpload and the state PUT leaves one that nothing would ever complete."""
+        pages = iter(
+            self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.settings.bucket, Prefix="clips/"
+            )
+        )
+        while (page := s3_call(next, pages, None)) is not None:
+            for entry in page.get("Uploads", []):
+                upload = str(entry["Key"]).removeprefix("clips/")
+                if entry["Initiated"].timestamp() >= initiated_before or not is_upload_id(upload):
+                    continue
+                state = self.states.load(upload)
+                if state is not None and state.multipart_id == entry["UploadId"]:
+                    continue
+                log.warning("s3.orphan_multipart_aborted", upload=upload)
+                self._abort_quietly(upload, str(entry["Key"]), str(entry["UploadId"]))
 
     def _ensure_work_bucket(self) -> None:
         bucket = self.settings.work_bucket
@@ -253,7 +278,7 @@ class S3Store:
         try:
             self.states.create(state)
         except StoreError:
-            self._abort_quietly(state)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
             raise
 
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
@@ -352,7 +377,7 @@ class S3Store:
         """Step 3, unless it already happened (upload id gone, object there: step 4 checks)."""
         if record.length == 0 and not state.parts:
             # S3 cannot complete a multipart upload of no parts: an empty object instead.
-            self._abort_quietly(state)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
             s3_required(
                 self.client.put_object,
                 Bucket=self.settings.bucket,
@@ -472,7 +497,7 @@ class S3Store:
     def terminate(self, upload: str) -> None:
         state = self.states.load(self._checked(upload))
         if state is not None:
-            self._abort_quietly(state)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
         self.states.delete(upload)
 
@@ -484,17 +509,17 @@ class S3Store:
         )
         self.terminate(upload)
 
-    def _abort_quietly(self, state: S3UploadState) -> None:
+    def _abort_quietly(self, upload: str, key: str, multipart_id: str) -> None:
         try:
             s3_call(
                 self.client.abort_multipart_upload,
                 Bucket=self.settings.bucket,
-                Key=state.key,
-                UploadId=state.multipart_id,
+                Key=key,
+                UploadId=multipart_id,
                 missing_ok=True,
             )
         except StoreError as exc:
-            log.warning("s3.abort_failed", upload=state.info.upload, error=str(exc))
+            log.warning("s3.abort_failed", upload=upload, error=str(exc))
 
     def load_tombstone(self, upload: str) -> Tombstone | None:
         data = self._get_json(self.settings.work_bucket, self._tombstone_key(upload))
