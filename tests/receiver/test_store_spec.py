@@ -5,12 +5,14 @@ silently take evidence), and so is an S3 store that is not safely configured."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from dockd import exitcodes
+from dockd.crypto.keys import keygen
 from dockd.receiver.storage import open_store
 from dockd.receiver.storage.file import FileStore
 from dockd.receiver.storage.s3 import S3Store
@@ -123,3 +125,35 @@ def test_s3_store_without_credentials_is_refused(tmp_path: Path) -> None:
     proc = _serve(tmp_path, "s3:http://127.0.0.1:7480/evidence", env=env)
     assert proc.returncode == exitcodes.CONFIG
     assert "AWS_ACCESS_KEY_ID" in proc.stderr
+
+
+def test_an_unreachable_s3_endpoint_at_start_is_exit_69_which_systemd_restarts(
+    tmp_path: Path,
+) -> None:
+    """Not 78 (a configuration error, never restarted): the gateway may just be restarting."""
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    keygen(tmp_path / "keys")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dockd.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-anonymous",
+            "--store",
+            f"s3:http://127.0.0.1:{port}/evidence",
+            "--signing-key",
+            str(tmp_path / "keys" / "server-receipt.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == exitcodes.UNAVAILABLE, proc.stderr
+    assert "store unavailable" in proc.stderr

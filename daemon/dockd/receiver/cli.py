@@ -29,7 +29,7 @@ from dockd.receiver.auth import load_tokens
 from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
 from dockd.receiver.storage import open_store
-from dockd.receiver.storage.api import StoreError
+from dockd.receiver.storage.api import StoreError, StoreUnavailable
 from dockd.receiver.storage.s3_config import DEFAULT_PART_SIZE, DEFAULT_REGION
 
 log = structlog.get_logger("dockd.receiver")
@@ -368,6 +368,11 @@ async def _serve(
     install_accept_error_limiter(asyncio.get_running_loop())
     try:
         running = await start(settings, host, port, ssl_context)
+    except StoreUnavailable as exc:
+        # The store's backend (S3) is away: a temporary state, so not exit 78, which the
+        # systemd unit never restarts.
+        print(f"dockd serve: store unavailable: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
     except StoreError as exc:
         print(f"dockd serve: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
