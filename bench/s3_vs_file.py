@@ -12,7 +12,7 @@ random source file:
   with boto3's default 10 threads: what RGW itself takes;
 * the re-read a restart would need if hash state were not saved: a streamed GET of the stored
   object, hashed (only possible for a completed object: see storage/s3_hash.py);
-* the two SHA-256 implementations on 256 MiB in memory (hashlib vs resumablesha256).
+* the two SHA-256 implementations on 256 MiB in memory (hashlib vs the store's saveable OpenSSL SHA-256).
 
 Every stored copy is checked against the source's SHA-256 after timing. Prints MB/s (10^6 B/s)
 and ratios; the machine is shared, so compare figures from the same run only.
@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
-from resumablesha256 import sha256 as resumable_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from dockd.receiver.storage.s3_config import S3Settings, make_client  # noqa: E402
+from dockd.receiver.storage.s3_hash import new_hash as resumable_sha256  # noqa: E402
 from support.ceph import CephCluster, GiB  # noqa: E402
 from support.node_peers import install_node_peers, run_tus_js_upload  # noqa: E402
 from support.receiver import ReceiverProcess, read_sidecar, upload_id_of  # noqa: E402
@@ -187,7 +187,7 @@ class S3Bench:
         data = os.urandom(256 * MiB)
         for name, make in (
             ("hashlib sha256", hashlib.sha256),
-            ("resumablesha256", resumable_sha256),
+            ("s3_hash (OpenSSL, saveable)", resumable_sha256),
         ):
             hasher = make()
             began = time.perf_counter()

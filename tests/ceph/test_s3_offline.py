@@ -37,10 +37,12 @@ def test_hash_state_for_another_offset_or_tampered_is_refused() -> None:
     state = export_state(hasher)
     with pytest.raises(StoreError, match="not the committed"):
         restore(state, 999)
-    tampered = bytearray(state)
-    tampered[64] = 200  # buffer fill past the 64-byte block: would overrun in C
-    with pytest.raises(StoreError):
-        restore(bytes(tampered), 1000)
+    # OpenSSL's SHA256_CTX: num (bytes waiting in the block) at 104, md_len at 108.
+    for at, value in ((104, 200), (108, 28), (32, 0x41)):
+        tampered = bytearray(state)
+        tampered[at] = value  # a fill past the block would overrun in C; md_len 28 is SHA-224
+        with pytest.raises(StoreError):
+            restore(bytes(tampered), 1000)
     with pytest.raises(StoreError):
         restore(state[:-1], 1000)
     with pytest.raises(StoreError, match="cannot persist"):
