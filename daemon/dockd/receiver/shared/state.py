@@ -1,0 +1,154 @@
+"""`PgStateBackend`: unfinished uploads' state in PostgreSQL, written only by the lock's holder.
+
+It implements the `UploadStateBackend` protocol the S3 store (storage/s3_state.py) uses, for
+any state record with that record's shape (`S3UploadState`: `info.upload`, `offset`, `expires`,
+`next_part`, `to_json`/`from_json`); the record type comes in as `decode`.
+
+Fencing: `save` and `allocate_part` are each ONE statement that changes the row only if the
+caller's fencing token is still the upload's current one, read with a share lock on the lease
+row. A newer acquisition (`PgLocker.acquire`, an UPDATE of that row) therefore either waits for
+the write to commit, or commits first and the write matches no row: 0 rows -> `Fenced`, and
+nothing changed. `fence=None` is the single-node mode without a locker: no condition.
+
+Part numbers: `allocate_part` hands out `next_part` and increments it in the same statement; the
+column only grows (`save` keeps the greater of the two), so a number is never handed out twice,
+whoever asks and whatever state they save. `load` reports the column, not the record's copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
+
+from psycopg.types.json import Jsonb
+
+from dockd.receiver.shared.connection import PgPool
+from dockd.receiver.storage.api import CreationInfo, Fenced, NotFound, StoreError
+
+
+class SharedState(Protocol):
+    """What the backend reads from a state record (S3UploadState has it)."""
+
+    @property
+    def info(self) -> CreationInfo: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def expires(self) -> float: ...
+    @property
+    def next_part(self) -> int: ...
+    def to_json(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=SharedState)
+
+# Both writes carry the same fence condition: no fence (single node), or the lease row still
+# carries the caller's token. FOR SHARE makes a concurrent acquisition (an UPDATE of that row)
+# wait for the write, or the write for it, then re-reads the row: never a write under a stale fence.
+_SAVE = """
+    UPDATE dockd_upload_state SET state = %(state)s,
+        next_part = greatest(next_part, %(next_part)s),
+        upload_offset = %(offset)s, expires = %(expires)s, updated = clock_timestamp()
+    WHERE upload = %(upload)s
+      AND (%(fence)s::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM dockd_upload_lease l
+          WHERE l.upload = %(upload)s AND l.fence = %(fence)s FOR SHARE))
+"""
+_ALLOCATE_PART = """
+    UPDATE dockd_upload_state SET next_part = next_part + 1
+    WHERE upload = %(upload)s
+      AND (%(fence)s::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM dockd_upload_lease l
+          WHERE l.upload = %(upload)s AND l.fence = %(fence)s FOR SHARE))
+    RETURNING next_part - 1
+"""
+
+
+class PgStateBackend(Generic[S]):
+    """One row per unfinished upload in `dockd_upload_state` (schema.py)."""
+
+    def __init__(self, pool: PgPool, decode: Callable[[dict[str, Any]], S]) -> None:
+        self._pool = pool
+        self._decode = decode
+
+    def create(self, state: S) -> None:
+        with self._pool.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO dockd_upload_state"
+                " (upload, state, next_part, upload_offset, expires, dock)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (upload) DO NOTHING",
+                (
+                    state.info.upload,
+                    Jsonb(state.to_json()),
+                    state.next_part,
+                    state.offset,
+                    state.expires,
+                    state.info.dock,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise StoreError(f"upload {state.info.upload} already exists")
+
+    def load(self, upload: str) -> S | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT state, next_part FROM dockd_upload_state WHERE upload = %s", (upload,)
+            ).fetchone()
+        return None if row is None else self._from_row(row[0], row[1])
+
+    def save(self, state: S, *, fence: int | None) -> None:
+        """Replace the upload's state, if `fence` is still the lock's token (else `Fenced`)."""
+        upload = state.info.upload
+        params = {
+            "upload": upload,
+            "fence": fence,
+            "state": Jsonb(state.to_json()),
+            "next_part": state.next_part,
+            "offset": state.offset,
+            "expires": state.expires,
+        }
+        with self._pool.transaction() as conn:
+            cursor = conn.execute(_SAVE, params)
+            if cursor.rowcount != 1:
+                self._refusal(conn, upload, fence)
+
+    def allocate_part(self, upload: str, *, fence: int | None) -> int:
+        """The next part number, durably taken: never returned again for this upload."""
+        with self._pool.transaction() as conn:
+            row = conn.execute(_ALLOCATE_PART, {"upload": upload, "fence": fence}).fetchone()
+            if row is None:
+                self._refusal(conn, upload, fence)
+            assert row is not None
+            return int(row[0])
+
+    def delete(self, upload: str) -> None:
+        with self._pool.transaction() as conn:
+            conn.execute("DELETE FROM dockd_upload_state WHERE upload = %s", (upload,))
+            conn.execute("DELETE FROM dockd_upload_lease WHERE upload = %s", (upload,))
+
+    def all(self) -> Iterator[S]:
+        """Every unfinished upload, by id, streamed through a server-side cursor."""
+        with self._pool.transaction() as conn:
+            cursor = conn.cursor(name="dockd_all_states")
+            cursor.itersize = 200
+            cursor.execute("SELECT state, next_part FROM dockd_upload_state ORDER BY upload")
+            for state, next_part in cursor:
+                yield self._from_row(state, next_part)
+
+    def ready(self) -> None:
+        self._pool.ready()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _from_row(self, state: dict[str, Any], next_part: int) -> S:
+        return self._decode({**state, "next_part": int(next_part)})
+
+    @staticmethod
+    def _refusal(conn: Any, upload: str, fence: int | None) -> None:
+        """0 rows changed: say whether the upload is gone or the caller was fenced out."""
+        exists = conn.execute(
+            "SELECT 1 FROM dockd_upload_state WHERE upload = %s", (upload,)
+        ).fetchone()
+        if exists is None:
+            raise NotFound(f"no unfinished upload {upload}")
+        raise Fenced(f"upload {upload}: fence {fence} is no longer the lock's")

@@ -1,0 +1,55 @@
+"""A receiver node in miniature, as a separate process: holds one upload's lock and reports.
+
+    python lease_holder.py DSN NODE UPLOAD LEASE_SECONDS
+
+Prints `held FENCE` once it holds the lock. Then reads commands, one per line, from stdin:
+`wait-asked` (print `asked` when another node asks for the lock), `release` (print `released`),
+`write` (try a save and a part allocation with its fence; print `saved PART` or `fenced`),
+`exit`. The tests SIGSTOP and SIGCONT it as a stalled node.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from dockd.receiver.shared.connection import PgPool, PgSettings
+from dockd.receiver.shared.locker import PgLocker
+from dockd.receiver.shared.state import PgStateBackend
+from dockd.receiver.storage.api import Fenced
+from pg_records import StateRecord
+
+
+def main() -> None:
+    dsn, node, upload, lease_seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    pool = PgPool(PgSettings(dsn))
+    locker = PgLocker(pool, node=node, lease_seconds=lease_seconds)
+    backend = PgStateBackend(pool, StateRecord.from_json)
+    asked = threading.Event()
+    lock = locker.acquire(upload, timeout=10, release_requested=asked.set)
+    print(f"held {lock.fence}", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "wait-asked":
+            asked.wait(30)
+            print("asked" if asked.is_set() else "not-asked", flush=True)
+        elif command == "release":
+            lock.release()
+            print("released", flush=True)
+        elif command == "write":
+            try:
+                part = backend.allocate_part(upload, fence=lock.fence)
+                state = backend.load(upload)
+                assert state is not None
+                backend.save(state.advanced(part, 5 << 20, b"late"), fence=lock.fence)
+                print(f"saved {part}", flush=True)
+            except Fenced:
+                print("fenced", flush=True)
+        elif command == "exit":
+            break
+    locker.close()
+    pool.close()
+
+
+if __name__ == "__main__":
+    main()
