@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 
+import structlog
 from dockd.receiver.shared.connection import PgPool, PgSettings
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.state import PgStateBackend
@@ -21,12 +22,16 @@ from pg_records import StateRecord
 
 
 def main() -> None:
+    # Log lines go to stderr: stdout is the answer channel the test reads.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     dsn, node, upload, lease_seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     pool = PgPool(PgSettings(dsn))
     locker = PgLocker(pool, node=node, lease_seconds=lease_seconds)
     backend = PgStateBackend(pool, StateRecord.from_json)
     asked = threading.Event()
     lock = locker.acquire(upload, timeout=10, release_requested=asked.set)
+    if not locker.listening.wait(10):
+        sys.exit("the LISTEN connection did not come up")
     print(f"held {lock.fence}", flush=True)
     for line in sys.stdin:
         command = line.strip()

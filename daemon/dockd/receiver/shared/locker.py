@@ -225,6 +225,7 @@ class PgLocker:
 
     def _listen_forever(self) -> None:
         settings = self._pool.settings
+        failing = False  # log the first failure of an outage, not one per retry
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
@@ -234,12 +235,17 @@ class PgLocker:
                         sql.SQL("LISTEN {}").format(sql.Identifier(release_channel(self.node)))
                     )
                     self.listening.set()
+                    if failing:
+                        log.info("shared.listen_restored", node=self.node)
+                        failing = False
                     self._catch_up()
                     while not self._stop.is_set():
                         for notice in conn.notifies(timeout=0.5):
                             self._on_release_requested(notice.payload)
             except psycopg.Error as exc:
-                log.warning("shared.listen_failed", node=self.node, error=str(exc)[:200])
+                if not failing:
+                    log.warning("shared.listen_failed", node=self.node, error=str(exc)[:200])
+                failing = True
             finally:
                 self.listening.clear()
             self._stop.wait(1.0)
