@@ -18,7 +18,8 @@ from dockd.receiver.shared.connection import PgPool, PgSettings
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.state import PgStateBackend
 from dockd.receiver.storage.api import Fenced
-from pg_records import StateRecord
+from dockd.receiver.storage.s3_state import S3UploadState
+from pg_records import advanced
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     dsn, node, upload, lease_seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     pool = PgPool(PgSettings(dsn))
     locker = PgLocker(pool, node=node, lease_seconds=lease_seconds)
-    backend = PgStateBackend(pool, StateRecord.from_json)
+    backend = PgStateBackend(pool, S3UploadState.from_json)
     asked = threading.Event()
     lock = locker.acquire(upload, timeout=10, release_requested=asked.set)
     if not locker.listening.wait(10):
@@ -46,7 +47,7 @@ def main() -> None:
                 part = backend.allocate_part(upload, fence=lock.fence)
                 state = backend.load(upload)
                 assert state is not None
-                backend.save(state.advanced(part, 5 << 20, b"late"), fence=lock.fence)
+                backend.save(advanced(state, part, 5 << 20, b"late"), fence=lock.fence)
                 print(f"saved {part}", flush=True)
             except Fenced:
                 print("fenced", flush=True)

@@ -14,7 +14,8 @@ from dockd.receiver.shared.connection import PgPool
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.state import PgStateBackend
 from dockd.receiver.storage.api import Fenced, NotFound, StoreError
-from pg_records import StateRecord, new_state
+from dockd.receiver.storage.s3_state import S3UploadState
+from pg_records import advanced, new_state
 
 pytestmark = pytest.mark.pg
 
@@ -24,8 +25,8 @@ def _nothing() -> None:
 
 
 @pytest.fixture
-def backend(pool: PgPool) -> PgStateBackend[StateRecord]:
-    return PgStateBackend(pool, StateRecord.from_json)
+def backend(pool: PgPool) -> PgStateBackend[S3UploadState]:
+    return PgStateBackend(pool, S3UploadState.from_json)
 
 
 @pytest.fixture
@@ -37,8 +38,8 @@ def locker(pool: PgPool) -> Iterator[PgLocker]:
         locker.close()
 
 
-def test_state_round_trips_with_its_hash_state(backend: PgStateBackend[StateRecord]) -> None:
-    state = new_state()
+def test_state_round_trips_with_its_hash_state(backend: PgStateBackend[S3UploadState]) -> None:
+    state = advanced(new_state(), 1, 5 << 20, bytes(range(256)))  # hash state: any bytes
     backend.create(state)
     assert backend.load(state.info.upload) == state
     assert backend.load("x" * 32) is None
@@ -61,7 +62,7 @@ def test_fence_grows_on_every_acquisition(pool: PgPool, locker: PgLocker) -> Non
 
 
 def test_save_with_an_old_fence_is_refused_and_changes_nothing(
-    backend: PgStateBackend[StateRecord], locker: PgLocker
+    backend: PgStateBackend[S3UploadState], locker: PgLocker
 ) -> None:
     state = new_state()
     backend.create(state)
@@ -69,10 +70,10 @@ def test_save_with_an_old_fence_is_refused_and_changes_nothing(
     old = locker.acquire(upload, timeout=5, release_requested=_nothing)
     old.release()
     new = locker.acquire(upload, timeout=5, release_requested=_nothing)
-    committed = state.advanced(backend.allocate_part(upload, fence=new.fence), 5 << 20, b"new")
+    committed = advanced(state, backend.allocate_part(upload, fence=new.fence), 5 << 20, b"new")
     backend.save(committed, fence=new.fence)
 
-    late = committed.advanced(backend.allocate_part(upload, fence=new.fence), 5 << 20, b"late")
+    late = advanced(committed, backend.allocate_part(upload, fence=new.fence), 5 << 20, b"late")
     with pytest.raises(Fenced):
         backend.save(late, fence=old.fence)
     # Everything as the current holder saved it; only the part number it took itself moved on.
@@ -82,7 +83,7 @@ def test_save_with_an_old_fence_is_refused_and_changes_nothing(
 
 
 def test_allocate_part_with_an_old_fence_is_refused_and_takes_no_number(
-    backend: PgStateBackend[StateRecord], locker: PgLocker
+    backend: PgStateBackend[S3UploadState], locker: PgLocker
 ) -> None:
     state = new_state()
     backend.create(state)
@@ -99,7 +100,7 @@ def test_allocate_part_with_an_old_fence_is_refused_and_takes_no_number(
 
 
 def test_part_numbers_never_repeat_under_8_concurrent_threads(
-    backend: PgStateBackend[StateRecord],
+    backend: PgStateBackend[S3UploadState],
 ) -> None:
     state = new_state()
     backend.create(state)
@@ -120,7 +121,7 @@ def test_part_numbers_never_repeat_under_8_concurrent_threads(
 
 
 def test_saving_an_older_next_part_never_lowers_the_counter(
-    backend: PgStateBackend[StateRecord],
+    backend: PgStateBackend[S3UploadState],
 ) -> None:
     """A part taken after the state was read is not handed out again by a save of that state."""
     state = new_state()
@@ -128,14 +129,14 @@ def test_saving_an_older_next_part_never_lowers_the_counter(
     upload = state.info.upload
     first = backend.allocate_part(upload, fence=None)
     backend.allocate_part(upload, fence=None)  # taken, its UploadPart failed: never reused
-    backend.save(state.advanced(first, 5 << 20, b"h"), fence=None)  # next_part = 2 in the record
+    backend.save(advanced(state, first, 5 << 20, b"h"), fence=None)  # next_part = 2 in the record
     loaded = backend.load(upload)
     assert loaded is not None and loaded.next_part == 3
     assert backend.allocate_part(upload, fence=None) == 3
 
 
 def test_delete_forgets_state_and_lease(
-    backend: PgStateBackend[StateRecord], locker: PgLocker
+    backend: PgStateBackend[S3UploadState], locker: PgLocker
 ) -> None:
     states = [new_state() for _ in range(3)]
     for state in states:

@@ -19,7 +19,8 @@ from dockd.receiver.shared.connection import PgPool
 from dockd.receiver.shared.locker import PgLock, PgLocker
 from dockd.receiver.shared.state import PgStateBackend
 from dockd.receiver.storage.api import Fenced, StoreUnavailable
-from pg_records import StateRecord, new_state
+from dockd.receiver.storage.s3_state import S3UploadState
+from pg_records import advanced, new_state
 
 pytestmark = pytest.mark.pg
 
@@ -68,8 +69,8 @@ def holders() -> Iterator[list[Holder]]:
 
 
 @pytest.fixture
-def backend(pool: PgPool) -> PgStateBackend[StateRecord]:
-    return PgStateBackend(pool, StateRecord.from_json)
+def backend(pool: PgPool) -> PgStateBackend[S3UploadState]:
+    return PgStateBackend(pool, S3UploadState.from_json)
 
 
 def test_a_renewed_lease_outlives_its_lease_time(pool: PgPool) -> None:
@@ -89,7 +90,7 @@ def test_a_renewed_lease_outlives_its_lease_time(pool: PgPool) -> None:
 
 
 def test_a_lease_not_renewed_is_taken_over_and_the_old_holders_writes_refused(
-    pool: PgPool, backend: PgStateBackend[StateRecord]
+    pool: PgPool, backend: PgStateBackend[S3UploadState]
 ) -> None:
     state = new_state()
     backend.create(state)
@@ -105,11 +106,11 @@ def test_a_lease_not_renewed_is_taken_over_and_the_old_holders_writes_refused(
         took = time.monotonic() - began
         assert new.fence > old.fence
         assert took < 3.0, f"takeover took {took:.1f}s with a 1 s lease"
-        mine = state.advanced(backend.allocate_part(upload, fence=new.fence), 5 << 20, b"new")
+        mine = advanced(state, backend.allocate_part(upload, fence=new.fence), 5 << 20, b"new")
         backend.save(mine, fence=new.fence)
 
         with pytest.raises(Fenced):
-            backend.save(state.advanced(7, 5 << 20, b"late"), fence=old.fence)
+            backend.save(advanced(state, 7, 5 << 20, b"late"), fence=old.fence)
         with pytest.raises(Fenced):
             backend.allocate_part(upload, fence=old.fence)
         assert backend.load(upload) == mine
@@ -155,7 +156,7 @@ def test_release_requested_reaches_the_holder_in_another_process(
 
 
 def test_a_sigstopped_node_is_taken_over_and_its_late_write_is_refused(
-    pg_dsn: str, pool: PgPool, backend: PgStateBackend[StateRecord], holders: list[Holder]
+    pg_dsn: str, pool: PgPool, backend: PgStateBackend[S3UploadState], holders: list[Holder]
 ) -> None:
     state = new_state()
     backend.create(state)
@@ -170,7 +171,7 @@ def test_a_sigstopped_node_is_taken_over_and_its_late_write_is_refused(
         lock = taker.acquire(upload, timeout=10, release_requested=_nothing)
         took = time.monotonic() - began
         assert lock.fence == 2
-        mine = state.advanced(backend.allocate_part(upload, fence=lock.fence), 5 << 20, b"t")
+        mine = advanced(state, backend.allocate_part(upload, fence=lock.fence), 5 << 20, b"t")
         backend.save(mine, fence=lock.fence)
         holder.process.send_signal(signal.SIGCONT)
         holder.send("write")

@@ -17,7 +17,8 @@ from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.schema import migrate
 from dockd.receiver.shared.state import PgStateBackend
 from dockd.receiver.storage.api import StoreUnavailable
-from pg_records import StateRecord, new_state
+from dockd.receiver.storage.s3_state import S3UploadState
+from pg_records import advanced, new_state
 from support.postgres import PostgresServer
 
 pytestmark = pytest.mark.pg
@@ -61,14 +62,14 @@ def test_postgres_stopped_for_10_s_refuses_quickly_and_loses_nothing(
     with psycopg.connect(own_postgres.dsn) as conn:
         migrate(conn)
     pool = PgPool(PgSettings(own_postgres.dsn))
-    backend = PgStateBackend(pool, StateRecord.from_json)
+    backend = PgStateBackend(pool, S3UploadState.from_json)
     locker = PgLocker(pool, node="node-a", lease_seconds=30)
     try:
         state = new_state()
         backend.create(state)
         upload = state.info.upload
         lock = locker.acquire(upload, timeout=5, release_requested=_nothing)
-        committed = state.advanced(backend.allocate_part(upload, fence=lock.fence), 5 << 20, b"1")
+        committed = advanced(state, backend.allocate_part(upload, fence=lock.fence), 5 << 20, b"1")
         backend.save(committed, fence=lock.fence)
 
         own_postgres.stop(immediate=True)
@@ -91,7 +92,7 @@ def test_postgres_stopped_for_10_s_refuses_quickly_and_loses_nothing(
         back_after = _first_success(lambda: backend.load(upload), limit=15)
         assert backend.load(upload) == committed
         # The lease survived too: the same holder goes on under its fence.
-        backend.save(committed.advanced(2, 1, b"2"), fence=lock.fence)
+        backend.save(advanced(committed, 2, 1, b"2"), fence=lock.fence)
     finally:
         locker.close()
         pool.close()

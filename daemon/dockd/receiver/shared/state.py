@@ -1,8 +1,9 @@
 """`PgStateBackend`: unfinished uploads' state in PostgreSQL, written only by the lock's holder.
 
-It implements the `UploadStateBackend` protocol the S3 store (storage/s3_state.py) uses, for
-any state record with that record's shape (`S3UploadState`: `info.upload`, `offset`, `expires`,
-`next_part`, `to_json`/`from_json`); the record type comes in as `decode`.
+It implements the S3 store's `UploadStateBackend` (storage/s3_state.py) in place of the work
+bucket when several nodes share one store: `PgStateBackend(pool, S3UploadState.from_json)`. The
+record type comes in as `decode`, so this module needs nothing of the S3 client; any record with
+`info.upload`, `offset`, `expires`, `next_part` and `to_json` fits.
 
 Fencing: `save` and `allocate_part` are each ONE statement that changes the row only if the
 caller's fencing token is still the upload's current one, read with a share lock on the lease
