@@ -139,6 +139,10 @@ class PgLocker:
             self._held.pop((lock.upload, lock.fence), None)
         try:
             with self._pool.transaction() as conn:
+                # Not waiting for the WAL flush: a release lost in a PostgreSQL crash only
+                # means the lease runs out instead. (An acquisition must wait: a fence lost
+                # that way could be handed out twice.)
+                conn.execute("SET LOCAL synchronous_commit = off")
                 conn.execute(
                     "UPDATE dockd_upload_lease SET holder = NULL, lease_until = NULL,"
                     " release_requested = false"
