@@ -8,7 +8,9 @@ are ones any node answers alike: OPTIONS, the tus capability discovery.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +21,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from dockd.crypto import receipt
 from support.haproxy import HAProxy, haproxy_binary
-from support.receiver import TUS, ReceiverProcess
+from support.receiver import TUS, ReceiverProcess, Tus
 
 pytestmark = pytest.mark.pg
 
 REPO = Path(__file__).resolve().parents[2]
+TOKEN = "tok-haproxy-3f9a0c7e2b5d41e8a6c9"
 
 
 @pytest.fixture
@@ -113,3 +117,28 @@ def test_the_example_configuration_is_valid(tmp_path: Path) -> None:
     assert binary is not None
     checked = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_8_mib_patches_stream_through_the_proxy_and_locations_name_it(
+    tmp_path: Path,
+) -> None:
+    """The example's timeouts and streaming carry a dock's 8 MiB PATCHes; with --public-origin
+    the node's Location sends the dock back through the proxy, never around it."""
+    haproxy = HAProxy(["127.0.0.1:0"])  # the node's port is known once it runs
+    node = ReceiverProcess(
+        tmp_path / "node", tokens={TOKEN: "dock-1"}, extra_args=["--public-origin", haproxy.origin]
+    ).start()
+    try:
+        haproxy.backends = [f"127.0.0.1:{node.port}"]
+        with haproxy:
+            data = secrets.token_bytes(20 << 20)
+            async with aiohttp.ClientSession() as session:
+                tus = Tus(session, haproxy.url, TOKEN)
+                location, last = await tus.upload(data, chunk=8 << 20)
+            assert location.startswith(haproxy.url)
+            assert last.status == 204 and "Dockd-Receipt" in last.headers
+            signed = receipt.verify(last.headers["Dockd-Receipt"], node.public_key)
+            assert signed.sha256 == hashlib.sha256(data).hexdigest()
+            assert signed.length == len(data)
+    finally:
+        node.stop()

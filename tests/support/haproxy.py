@@ -77,8 +77,9 @@ class HAProxy:
         self.root = Path(tempfile.mkdtemp(prefix="dockd-haproxy-"))
         self.config = self.root / "haproxy.cfg"
         self.log = self.root / "haproxy.out"
-        self.port = 0
-        self.stats_port = 0
+        # Chosen now, so nodes can be started with --public-origin naming the proxy.
+        self.port = free_loopback_port()
+        self.stats_port = free_loopback_port()
         self.timings: dict[str, float] = {}
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -97,8 +98,6 @@ class HAProxy:
 
     def start(self) -> str:
         began = time.monotonic()
-        self.port = free_loopback_port()
-        self.stats_port = free_loopback_port()
         self.config.write_text(self.render())
         checked = subprocess.run(
             [self.binary, "-c", "-f", str(self.config)], capture_output=True, text=True
