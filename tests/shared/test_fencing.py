@@ -13,7 +13,7 @@ import pytest
 from dockd.receiver.shared.connection import PgPool
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.state import PgStateBackend
-from dockd.receiver.storage.api import Fenced, NotFound, StoreError
+from dockd.receiver.storage.api import Fenced, NotFound, StoreError, StoreUnavailable
 from dockd.receiver.storage.s3_state import S3UploadState
 from pg_records import advanced, new_state
 
@@ -145,3 +145,13 @@ def test_delete_forgets_state_and_lease(
     backend.delete(states[0].info.upload)
     assert backend.load(states[0].info.upload) is None
     assert sorted(s.info.upload for s in backend.all()) == sorted(s.info.upload for s in states[1:])
+
+
+def test_a_database_error_that_is_not_an_outage_is_a_store_error_not_a_503(
+    backend: PgStateBackend[S3UploadState],
+) -> None:
+    """A refused statement (here a CHECK constraint) is a 500, not "retry later"."""
+    broken = replace(new_state(), next_part=0)
+    with pytest.raises(StoreError) as raised:
+        backend.create(broken)
+    assert not isinstance(raised.value, StoreUnavailable)

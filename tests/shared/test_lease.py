@@ -182,3 +182,23 @@ def test_a_sigstopped_node_is_taken_over_and_its_late_write_is_refused(
     finally:
         taker.close()
     print(f"\ntakeover of a SIGSTOPped holder, 1 s lease: {took:.2f} s")
+
+
+def test_a_release_request_missed_by_the_listener_is_found_by_renewal(pool: PgPool) -> None:
+    """The listener was down when the request came (no NOTIFY heard): the next renewal reads the
+    flag and asks the holder all the same."""
+    holder = PgLocker(pool, node="holder", lease_seconds=30)
+    try:
+        asked = threading.Event()
+        upload = new_state().info.upload
+        holder.acquire(upload, timeout=5, release_requested=asked.set)
+        with pool.transaction() as conn:  # a waiter's request, without the NOTIFY
+            conn.execute(
+                "UPDATE dockd_upload_lease SET release_requested = true WHERE upload = %s",
+                (upload,),
+            )
+        assert not asked.is_set()
+        holder.renew()
+        assert asked.is_set()
+    finally:
+        holder.close()
