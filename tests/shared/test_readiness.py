@@ -54,6 +54,15 @@ async def test_ready_answers_200_without_credentials(tmp_path: Path) -> None:
     assert (status, body) == (200, "ready\n")
 
 
+async def test_ready_is_not_taken_for_an_upload_when_uploads_live_at_the_root(
+    tmp_path: Path,
+) -> None:
+    async with running_receiver(tmp_path, base_path="/") as rx:
+        ready_url = rx.url.rstrip("/") + "/ready"
+        async with aiohttp.ClientSession() as session, session.get(ready_url) as response:
+            assert (response.status, await response.text()) == (200, "ready\n")
+
+
 async def test_ready_is_503_with_a_short_reason_when_the_store_is_unavailable(
     tmp_path: Path,
 ) -> None:

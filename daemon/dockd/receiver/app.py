@@ -140,7 +140,7 @@ def create_app(settings: ReceiverSettings) -> web.Application:
         owners_enforced=settings.authenticated,
     )
     base = settings.base_path
-    # First: with base path "/" the upload route would otherwise match /ready.
+    # An exact path: aiohttp matches it before the {upload_id} route, even with base path "/".
     app.router.add_get(
         READY_PATH, Readiness(coordinator.store, lambda: coordinator.stopping).handle
     )
