@@ -1,5 +1,5 @@
 """What the shared state costs per PATCH: the PostgreSQL statements one PATCH makes in this
-design (acquire, load, allocate_part, save, release), timed against a real PostgreSQL with fsync
+design (acquire, load, check_fence, save, release), timed against a real PostgreSQL with fsync
 on, from 1 and from 8 threads (8 docks' PATCHes on different uploads at once).
 
     .venv/bin/python tests/shared/bench_patch_cycle.py [CYCLES]
@@ -49,8 +49,8 @@ def run(threads: int, cycles: int, dsn: str) -> tuple[list[float], float]:
             lock = locker.acquire(upload, timeout=5, release_requested=_nothing)
             current = backend.load(upload)
             assert current is not None
-            part = backend.allocate_part(upload, fence=lock.fence)
-            backend.save(advanced(current, part, 8 << 20, b"h" * 120), fence=lock.fence)
+            backend.check_fence(upload, fence=lock.fence)  # before the UploadPart
+            backend.save(advanced(current, 8 << 20, b"h" * 120), fence=lock.fence)
             lock.release()
             mine.append(time.perf_counter() - began)
         with guard:

@@ -4,7 +4,8 @@
 
 Prints `held FENCE` once it holds the lock. Then reads commands, one per line, from stdin:
 `wait-asked` (print `asked` when another node asks for the lock), `release` (print `released`),
-`write` (try a save and a part allocation with its fence; print `saved PART` or `fenced`),
+`write` (check its fence, as before an UploadPart, then save the state it loaded plus one
+part; print `done` or `fenced` for each),
 `exit`. The tests SIGSTOP and SIGCONT it as a stalled node.
 """
 
@@ -33,6 +34,7 @@ def main() -> None:
     lock = locker.acquire(upload, timeout=10, release_requested=asked.set)
     if not locker.listening.wait(10):
         sys.exit("the LISTEN connection did not come up")
+    before = backend.load(upload)  # the state as this holder found it
     print(f"held {lock.fence}", flush=True)
     for line in sys.stdin:
         command = line.strip()
@@ -42,15 +44,18 @@ def main() -> None:
         elif command == "release":
             lock.release()
             print("released", flush=True)
-        elif command == "write":
-            try:
-                part = backend.allocate_part(upload, fence=lock.fence)
-                state = backend.load(upload)
-                assert state is not None
-                backend.save(advanced(state, part, 5 << 20, b"late"), fence=lock.fence)
-                print(f"saved {part}", flush=True)
-            except Fenced:
-                print("fenced", flush=True)
+        elif command == "write":  # the commit it was about to make when it stalled
+            outcomes = []
+            for attempt in (
+                lambda: backend.check_fence(upload, fence=lock.fence),
+                lambda: backend.save(advanced(before, 5 << 20, b"late"), fence=lock.fence),
+            ):
+                try:
+                    attempt()
+                    outcomes.append("done")
+                except Fenced:
+                    outcomes.append("fenced")
+            print(" ".join(outcomes), flush=True)
         elif command == "exit":
             break
     locker.close()

@@ -36,12 +36,13 @@ def new_state(length: int = 64 << 20, dock: str | None = "dock-1") -> S3UploadSt
     )
 
 
-def advanced(state: S3UploadState, part: int, size: int, hash_state: bytes) -> S3UploadState:
-    """The state after one more committed part."""
+def advanced(state: S3UploadState, size: int, hash_state: bytes) -> S3UploadState:
+    """The state after one more committed part of `size` bytes (numbered len(parts) + 1)."""
+    number = len(state.parts) + 1
     return replace(
         state,
         offset=state.offset + size,
-        parts=(*state.parts, PartRecord(part, f'"etag-{part}"', size)),
+        parts=(*state.parts, PartRecord(number, f'"etag-{number}"', size)),
         hash_state=hash_state,
-        next_part=max(state.next_part, part + 1),
+        next_part=number + 1,
     )

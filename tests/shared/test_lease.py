@@ -106,13 +106,13 @@ def test_a_lease_not_renewed_is_taken_over_and_the_old_holders_writes_refused(
         took = time.monotonic() - began
         assert new.fence > old.fence
         assert took < 3.0, f"takeover took {took:.1f}s with a 1 s lease"
-        mine = advanced(state, backend.allocate_part(upload, fence=new.fence), 5 << 20, b"new")
+        mine = advanced(state, 5 << 20, b"new")
         backend.save(mine, fence=new.fence)
 
         with pytest.raises(Fenced):
-            backend.save(advanced(state, 7, 5 << 20, b"late"), fence=old.fence)
+            backend.check_fence(upload, fence=old.fence)
         with pytest.raises(Fenced):
-            backend.allocate_part(upload, fence=old.fence)
+            backend.save(advanced(state, 5 << 20, b"late"), fence=old.fence)
         assert backend.load(upload) == mine
         # When the stalled node wakes, its renewal finds the lease gone and cuts its request off.
         stalled.renew()
@@ -171,14 +171,13 @@ def test_a_sigstopped_node_is_taken_over_and_its_late_write_is_refused(
         lock = taker.acquire(upload, timeout=10, release_requested=_nothing)
         took = time.monotonic() - began
         assert lock.fence == 2
-        mine = advanced(state, backend.allocate_part(upload, fence=lock.fence), 5 << 20, b"t")
+        mine = advanced(state, 5 << 20, b"t")
         backend.save(mine, fence=lock.fence)
         holder.process.send_signal(signal.SIGCONT)
         holder.send("write")
-        assert holder.read() == "fenced"
+        assert holder.read() == "fenced fenced"  # check_fence, then its late save
         assert backend.load(upload) == mine
-        # The next holder still gets numbers the stalled node never saw.
-        assert backend.allocate_part(upload, fence=lock.fence) == 2
+        backend.check_fence(upload, fence=lock.fence)  # the new holder goes on
     finally:
         taker.close()
     print(f"\ntakeover of a SIGSTOPped holder, 1 s lease: {took:.2f} s")

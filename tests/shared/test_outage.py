@@ -69,7 +69,7 @@ def test_postgres_stopped_for_10_s_refuses_quickly_and_loses_nothing(
         backend.create(state)
         upload = state.info.upload
         lock = locker.acquire(upload, timeout=5, release_requested=_nothing)
-        committed = advanced(state, backend.allocate_part(upload, fence=lock.fence), 5 << 20, b"1")
+        committed = advanced(state, 5 << 20, b"1")
         backend.save(committed, fence=lock.fence)
 
         own_postgres.stop(immediate=True)
@@ -77,8 +77,8 @@ def test_postgres_stopped_for_10_s_refuses_quickly_and_loses_nothing(
         refusals = {
             "load": _unavailable_within(lambda: backend.load(upload)),
             "save": _unavailable_within(lambda: backend.save(committed, fence=lock.fence)),
-            "allocate_part": _unavailable_within(
-                lambda: backend.allocate_part(upload, fence=lock.fence)
+            "check_fence": _unavailable_within(
+                lambda: backend.check_fence(upload, fence=lock.fence)
             ),
             "acquire": _unavailable_within(
                 lambda: locker.acquire(upload, timeout=1, release_requested=_nothing)
@@ -92,7 +92,7 @@ def test_postgres_stopped_for_10_s_refuses_quickly_and_loses_nothing(
         back_after = _first_success(lambda: backend.load(upload), limit=15)
         assert backend.load(upload) == committed
         # The lease survived too: the same holder goes on under its fence.
-        backend.save(advanced(committed, 2, 1, b"2"), fence=lock.fence)
+        backend.save(advanced(committed, 1, b"2"), fence=lock.fence)
     finally:
         locker.close()
         pool.close()

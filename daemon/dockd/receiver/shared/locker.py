@@ -13,7 +13,8 @@ A lock is a lease row in `dockd_upload_lease` (schema.py): the holder's node id,
 * One thread per node renews every lease the node holds, every `lease_seconds / 3`, in one
   statement. A node that stops (SIGSTOP, GC pause, partition) stops renewing, its leases run
   out, and another node takes the upload over with a higher fence: the stalled node's later
-  writes (`PgStateBackend.save` / `allocate_part`, conditioned on the fence) change nothing.
+  writes (`PgStateBackend.save`, conditioned on the fence) change nothing, and its
+  `check_fence` before an UploadPart fails.
 * `release` frees the row (keeping its fence). If the database is unreachable then, the lease
   simply runs out.
 

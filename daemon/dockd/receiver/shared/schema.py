@@ -7,9 +7,8 @@ crash mid-migration leaves the schema at the previous version, never half-way.
 
 Tables:
 * `dockd_upload_state`: one row per unfinished upload. `state` is the backend's own record
-  (S3UploadState.to_json) as jsonb; `next_part` is kept in its own column because
-  `allocate_part` hands numbers out from it and it must only grow; `upload_offset`, `expires`
-  and `dock` are copies for operators' queries and the sweeper.
+  (S3UploadState.to_json, the SHA-256 state inside as base64) as jsonb; `upload_offset`,
+  `expires` and `dock` are copies for operators' queries and the sweeper.
 * `dockd_upload_lease`: the per-upload lock. `fence` grows on every acquisition and never
   resets (the row stays while the upload exists); `holder` is the node id (NULL: free);
   `lease_until` is on the database's clock, so nodes' clocks need not agree.
@@ -25,7 +24,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE dockd_upload_state (
         upload        text PRIMARY KEY,
         state         jsonb NOT NULL,
-        next_part     integer NOT NULL CHECK (next_part >= 1),
         upload_offset bigint NOT NULL CHECK (upload_offset >= 0),
         expires       double precision NOT NULL,
         dock          text,

@@ -3,17 +3,21 @@
 It implements the S3 store's `UploadStateBackend` (storage/s3_state.py) in place of the work
 bucket when several nodes share one store: `PgStateBackend(pool, S3UploadState.from_json)`. The
 record type comes in as `decode`, so this module needs nothing of the S3 client; any record with
-`info.upload`, `offset`, `expires`, `next_part` and `to_json` fits.
+`info.upload`, `offset`, `expires` and `to_json` fits.
 
-Fencing: `save` and `allocate_part` are each ONE statement that changes the row only if the
-caller's fencing token is still the upload's current one, read with a share lock on the lease
-row. A newer acquisition (`PgLocker.acquire`, an UPDATE of that row) therefore either waits for
-the write to commit, or commits first and the write matches no row: 0 rows -> `Fenced`, and
-nothing changed. `fence=None` is the single-node mode without a locker: no condition.
+Fencing: `save` is ONE statement that changes the row only if the caller's fencing token is
+still the upload's current one, read with a share lock on the lease row. A newer acquisition
+(`PgLocker.acquire`, an UPDATE of that row) therefore either waits for the write to commit, or
+commits first and the write matches no row: 0 rows -> `Fenced`, and nothing changed.
+`check_fence`, which the S3 writer calls before every UploadPart, is the same test without a
+write, so a holder that lost its lock stops before sending bytes. `fence=None` is the single-node
+mode without a locker: no condition.
 
-Part numbers: `allocate_part` hands out `next_part` and increments it in the same statement; the
-column only grows (`save` keeps the greater of the two), so a number is never handed out twice,
-whoever asks and whatever state they save. `load` reports the column, not the record's copy.
+What fencing cannot stop is an UploadPart a stalled holder had already passed `check_fence` for:
+S3 part numbers are 1..N (s3_state.py says why RGW needs that), so such a late part can replace a
+committed part of the same number in RGW. It never reaches the offset or a receipt: the state
+names each committed part's ETag and CompleteMultipartUpload refuses a part whose ETag differs
+(docs/SCALE.md, "The lock and fencing protocol", has the sequence and what it costs).
 """
 
 from __future__ import annotations
@@ -36,32 +40,24 @@ class SharedState(Protocol):
     def offset(self) -> int: ...
     @property
     def expires(self) -> float: ...
-    @property
-    def next_part(self) -> int: ...
     def to_json(self) -> dict[str, Any]: ...
 
 
 S = TypeVar("S", bound=SharedState)
 
-# Both writes carry the same fence condition: no fence (single node), or the lease row still
-# carries the caller's token. FOR SHARE makes a concurrent acquisition (an UPDATE of that row)
-# wait for the write, or the write for it, then re-reads the row: never a write under a stale fence.
+# The write's fence condition: no fence (single node), or the lease row still carries the
+# caller's token. FOR SHARE makes a concurrent acquisition (an UPDATE of that row) wait for the
+# write, or the write for it, then re-reads the row: never a write under a stale fence.
 _SAVE = """
     UPDATE dockd_upload_state SET state = %(state)s,
-        next_part = greatest(next_part, %(next_part)s),
         upload_offset = %(offset)s, expires = %(expires)s, updated = clock_timestamp()
     WHERE upload = %(upload)s
       AND (%(fence)s::bigint IS NULL OR EXISTS (
           SELECT 1 FROM dockd_upload_lease l
           WHERE l.upload = %(upload)s AND l.fence = %(fence)s FOR SHARE))
 """
-_ALLOCATE_PART = """
-    UPDATE dockd_upload_state SET next_part = next_part + 1
-    WHERE upload = %(upload)s
-      AND (%(fence)s::bigint IS NULL OR EXISTS (
-          SELECT 1 FROM dockd_upload_lease l
-          WHERE l.upload = %(upload)s AND l.fence = %(fence)s FOR SHARE))
-    RETURNING next_part - 1
+_FENCE_HOLDS = """
+    SELECT 1 FROM dockd_upload_lease WHERE upload = %(upload)s AND fence = %(fence)s
 """
 
 
@@ -75,13 +71,11 @@ class PgStateBackend(Generic[S]):
     def create(self, state: S) -> None:
         with self._pool.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO dockd_upload_state"
-                " (upload, state, next_part, upload_offset, expires, dock)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (upload) DO NOTHING",
+                "INSERT INTO dockd_upload_state (upload, state, upload_offset, expires, dock)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (upload) DO NOTHING",
                 (
                     state.info.upload,
                     Jsonb(state.to_json()),
-                    state.next_part,
                     state.offset,
                     state.expires,
                     state.info.dock,
@@ -93,9 +87,9 @@ class PgStateBackend(Generic[S]):
     def load(self, upload: str) -> S | None:
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT state, next_part FROM dockd_upload_state WHERE upload = %s", (upload,)
+                "SELECT state FROM dockd_upload_state WHERE upload = %s", (upload,)
             ).fetchone()
-        return None if row is None else self._from_row(row[0], row[1])
+        return None if row is None else self._decode(row[0])
 
     def save(self, state: S, *, fence: int | None) -> None:
         """Replace the upload's state, if `fence` is still the lock's token (else `Fenced`)."""
@@ -104,7 +98,6 @@ class PgStateBackend(Generic[S]):
             "upload": upload,
             "fence": fence,
             "state": Jsonb(state.to_json()),
-            "next_part": state.next_part,
             "offset": state.offset,
             "expires": state.expires,
         }
@@ -113,14 +106,14 @@ class PgStateBackend(Generic[S]):
             if cursor.rowcount != 1:
                 self._refusal(conn, upload, fence)
 
-    def allocate_part(self, upload: str, *, fence: int | None) -> int:
-        """The next part number, durably taken: never returned again for this upload."""
-        with self._pool.transaction() as conn:
-            row = conn.execute(_ALLOCATE_PART, {"upload": upload, "fence": fence}).fetchone()
-            if row is None:
+    def check_fence(self, upload: str, *, fence: int | None) -> None:
+        """Raise `Fenced` unless `fence` is the upload's current lock token (before an UploadPart)."""
+        if fence is None:
+            return
+        with self._pool.connection() as conn:
+            held = conn.execute(_FENCE_HOLDS, {"upload": upload, "fence": fence}).fetchone()
+            if held is None:
                 self._refusal(conn, upload, fence)
-            assert row is not None
-            return int(row[0])
 
     def delete(self, upload: str) -> None:
         with self._pool.transaction() as conn:
@@ -132,17 +125,14 @@ class PgStateBackend(Generic[S]):
         with self._pool.transaction() as conn:
             cursor = conn.cursor(name="dockd_all_states")
             cursor.itersize = 200
-            cursor.execute("SELECT state, next_part FROM dockd_upload_state ORDER BY upload")
-            for state, next_part in cursor:
-                yield self._from_row(state, next_part)
+            cursor.execute("SELECT state FROM dockd_upload_state ORDER BY upload")
+            for (state,) in cursor:
+                yield self._decode(state)
 
     def ready(self) -> None:
         self._pool.ready()
 
     # ---- internals ----------------------------------------------------------------------
-
-    def _from_row(self, state: dict[str, Any], next_part: int) -> S:
-        return self._decode({**state, "next_part": int(next_part)})
 
     @staticmethod
     def _refusal(conn: Any, upload: str, fence: int | None) -> None:
