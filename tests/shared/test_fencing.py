@@ -7,9 +7,11 @@ and the S3 store's real state record.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
+import psycopg
 import pytest
 from dockd.receiver.shared.connection import PgPool
 from dockd.receiver.shared.locker import PgLocker
@@ -106,8 +108,8 @@ def test_8_nodes_racing_for_one_upload_take_turns_and_lose_no_update(
     pool: PgPool, backend: PgStateBackend[S3UploadState]
 ) -> None:
     """8 nodes (threads with their own lockers) each take the lock 15 times, load the state,
-    add one part and save under their fence. Every fence is new, no save is refused, and no
-    update is lost: the final state has all 120 parts."""
+    add one part and save under their fence. Every fence is new and greater than the previous
+    holder's, no save is refused, and no update is lost: the final state has all 120 parts."""
     state = new_state()
     backend.create(state)
     upload = state.info.upload
@@ -124,9 +126,9 @@ def test_8_nodes_racing_for_one_upload_take_turns_and_lose_no_update(
                 current = backend.load(upload)
                 assert current is not None
                 backend.save(advanced(current, 1, b"h"), fence=lock.fence)
-                lock.release()
-                with guard:
+                with guard:  # still holding: the list is in the order the lock was held
                     fences.append(lock.fence)
+                lock.release()
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -138,7 +140,7 @@ def test_8_nodes_racing_for_one_upload_take_turns_and_lose_no_update(
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(fences) == list(range(1, 8 * rounds + 1))
+    assert len(set(fences)) == 8 * rounds and fences == sorted(fences)
     final = backend.load(upload)
     assert final is not None and len(final.parts) == 8 * rounds and final.offset == 8 * rounds
 
@@ -149,12 +151,14 @@ def test_delete_forgets_state_and_lease(
     states = [new_state() for _ in range(3)]
     for state in states:
         backend.create(state)
-    locker.acquire(states[0].info.upload, timeout=5, release_requested=_nothing).release()
+    first = locker.acquire(states[0].info.upload, timeout=5, release_requested=_nothing)
+    first.release()
     backend.delete(states[0].info.upload)
     assert backend.load(states[0].info.upload) is None
     assert sorted(s.info.upload for s in backend.all()) == sorted(s.info.upload for s in states[1:])
-    # A new lock on a deleted upload starts a new lease row.
-    assert locker.acquire(states[0].info.upload, timeout=5, release_requested=_nothing).fence == 1
+    # A lock on an upload whose lease row was deleted still gets a fence never handed out.
+    again = locker.acquire(states[0].info.upload, timeout=5, release_requested=_nothing)
+    assert again.fence > first.fence
 
 
 def test_a_database_error_that_is_not_an_outage_is_a_store_error_not_a_503(
@@ -167,3 +171,47 @@ def test_a_database_error_that_is_not_an_outage_is_a_store_error_not_a_503(
     with pytest.raises(StoreError) as raised:
         backend.create(broken)
     assert not isinstance(raised.value, StoreUnavailable)
+
+
+def test_a_fence_drawn_while_waiting_for_the_lease_row_is_still_above_the_last_holders(
+    pg_dsn: str, pool: PgPool, locker: PgLocker
+) -> None:
+    """An acquisition waits on the lease row while another transaction holds it; that one takes
+    a newer fence and releases. The waiting acquisition must end with a fence above it."""
+    upload = new_state().info.upload
+    locker.acquire(upload, timeout=5, release_requested=_nothing).release()
+    taken: list[int] = []
+    with psycopg.connect(pg_dsn) as other:
+        other.execute(  # holds the row lock until commit
+            "SELECT 1 FROM dockd_upload_lease WHERE upload = %s FOR UPDATE", (upload,)
+        )
+        waiter = threading.Thread(
+            target=lambda: taken.append(
+                locker.acquire(upload, timeout=10, release_requested=_nothing).fence
+            )
+        )
+        waiter.start()
+        _wait_for_a_lock_wait(pg_dsn)
+        row = other.execute(  # a later holder: draws a fence, uses it, lets go
+            "UPDATE dockd_upload_lease SET fence = nextval('dockd_fence'), holder = NULL"
+            " WHERE upload = %s RETURNING fence",
+            (upload,),
+        ).fetchone()
+        assert row is not None
+        other.commit()
+        waiter.join(10)
+    assert taken and taken[0] > row[0]
+
+
+def _wait_for_a_lock_wait(dsn: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0] > 0:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the acquisition never waited for the lease row")

@@ -60,6 +60,12 @@ class Holder:
         self.process.wait()
 
 
+def _held_fence(holder: Holder) -> int:
+    word, fence = holder.read().split()
+    assert word == "held"
+    return int(fence)
+
+
 @pytest.fixture
 def holders() -> Iterator[list[Holder]]:
     started: list[Holder] = []
@@ -127,7 +133,7 @@ def test_release_requested_reaches_the_holder_in_another_process(
     upload = new_state().info.upload
     holder = Holder(pg_dsn, "node-p", upload, lease_seconds=30)  # renewal would take 10 s
     holders.append(holder)
-    assert holder.read() == "held 1"
+    held = _held_fence(holder)
     holder.send("wait-asked")
     waiter = PgLocker(pool, node="node-m", lease_seconds=30)
     acquired: list[PgLock] = []
@@ -147,7 +153,7 @@ def test_release_requested_reaches_the_holder_in_another_process(
         handed_over = time.monotonic() - began
     finally:
         waiter.close()
-    assert [lock.fence for lock in acquired] == [2]
+    assert len(acquired) == 1 and acquired[0].fence > held
     # Through NOTIFY, not the holder's renewal (every 10 s here).
     assert asked_after < 2.0, f"the holder heard after {asked_after:.2f}s"
     print(
@@ -163,14 +169,14 @@ def test_a_sigstopped_node_is_taken_over_and_its_late_write_is_refused(
     upload = state.info.upload
     holder = Holder(pg_dsn, "node-s", upload, lease_seconds=1.0)
     holders.append(holder)
-    assert holder.read() == "held 1"
+    held = _held_fence(holder)
     holder.process.send_signal(signal.SIGSTOP)
     taker = PgLocker(pool, node="node-t", lease_seconds=1.0)
     try:
         began = time.monotonic()
         lock = taker.acquire(upload, timeout=10, release_requested=_nothing)
         took = time.monotonic() - began
-        assert lock.fence == 2
+        assert lock.fence > held
         mine = advanced(state, 5 << 20, b"t")
         backend.save(mine, fence=lock.fence)
         holder.process.send_signal(signal.SIGCONT)

@@ -1,7 +1,9 @@
 """`PgLocker`: the per-upload lock shared by every receiver node, with a fencing token.
 
 A lock is a lease row in `dockd_upload_lease` (schema.py): the holder's node id, a fencing token
-(`fence`) that grows by one on EVERY acquisition, and `lease_until` on the database's clock.
+(`fence`) that grows on EVERY acquisition, and `lease_until` on the database's clock. Fences come
+from one database sequence, so they never repeat, not even for an upload whose lease row was
+deleted and made again (a poll that finds the lease held uses a number up: gaps are harmless).
 
 * `acquire` takes the row in one statement if it is free or its lease ran out, and gets the new
   fence. If another request holds it (on any node), it sets `release_requested` and NOTIFYs the
@@ -165,9 +167,12 @@ class PgLocker:
             row = conn.execute(
                 "INSERT INTO dockd_upload_lease AS l"
                 " (upload, fence, holder, lease_until, release_requested)"
-                " VALUES (%(upload)s, 1, %(node)s,"
+                " VALUES (%(upload)s, nextval('dockd_fence'), %(node)s,"
                 "  clock_timestamp() + make_interval(secs => %(lease)s), false)"
-                " ON CONFLICT (upload) DO UPDATE SET fence = l.fence + 1,"
+                # Not excluded.fence: that number was drawn before this statement waited for the
+                # row lock, and a later acquisition may have drawn and used a higher one since.
+                # Drawn here, under the row lock, the fence is above every earlier holder's.
+                " ON CONFLICT (upload) DO UPDATE SET fence = nextval('dockd_fence'),"
                 "  holder = excluded.holder, lease_until = excluded.lease_until,"
                 "  release_requested = false"
                 " WHERE l.holder IS NULL OR l.lease_until < clock_timestamp()"

@@ -9,8 +9,8 @@ Tables:
 * `dockd_upload_state`: one row per unfinished upload. `state` is the backend's own record
   (S3UploadState.to_json, the SHA-256 state inside as base64) as jsonb; `upload_offset`,
   `expires` and `dock` are copies for operators' queries and the sweeper.
-* `dockd_upload_lease`: the per-upload lock. `fence` grows on every acquisition and never
-  resets (the row stays while the upload exists); `holder` is the node id (NULL: free);
+* `dockd_upload_lease`: the per-upload lock. `fence` is taken from the sequence `dockd_fence` on
+  every acquisition, so it grows and is never handed out twice; `holder` is the node id (NULL: free);
   `lease_until` is on the database's clock, so nodes' clocks need not agree.
 """
 
@@ -37,6 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
         lease_until       timestamptz,
         release_requested boolean NOT NULL DEFAULT false
     );
+    CREATE SEQUENCE dockd_fence AS bigint;
     CREATE INDEX dockd_upload_lease_holder ON dockd_upload_lease (holder)
         WHERE holder IS NOT NULL;
     """,
