@@ -63,7 +63,7 @@ def test_fence_grows_on_every_acquisition(pool: PgPool, locker: PgLocker) -> Non
             lock.release()
     finally:
         other.close()
-    assert fences == [1, 2, 3, 4, 5]
+    assert fences == sorted(set(fences)) and len(fences) == 5  # strictly growing
 
 
 def test_save_with_an_old_fence_is_refused_and_changes_nothing(
