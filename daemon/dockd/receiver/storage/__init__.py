@@ -38,10 +38,16 @@ def open_store(spec: str | Path, *, s3_options: Mapping[str, Any] | None = None)
         return FileStore(Path(rest))
     if scheme == "s3":
         # Imported here: the file store must work without the `s3` extra installed.
-        from dockd.receiver.storage.s3 import S3Store
-        from dockd.receiver.storage.s3_config import S3Settings
+        from dockd.receiver.storage.s3_config import S3ConfigError, S3Settings
 
-        return S3Store(S3Settings.from_spec(spec, **dict(s3_options or {})))
+        settings = S3Settings.from_spec(spec, **dict(s3_options or {}))
+        try:
+            from dockd.receiver.storage.s3 import S3Store
+        except ImportError as exc:
+            raise S3ConfigError(
+                f"the S3 store needs the s3 extra (pip install 'dockd[s3]'): {exc}"
+            ) from None
+        return S3Store(settings)
     # A directory named like "s3:bucket" is far likelier a mistyped store than a wish.
     raise ValueError(
         f"--store {spec!r}: no {scheme!r} store in this version; "

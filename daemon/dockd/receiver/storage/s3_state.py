@@ -7,13 +7,13 @@ is an orphan), and the next part number to use.
 
 Part numbering and fencing (what the PostgreSQL backend relies on):
 
-* the committed parts are always numbers 1..N, in order, and the next part uploaded is N + 1
-  plus the parts this holder uploaded since its last save. RGW 16.2 insists on it: its
-  CompleteMultipartUpload matches the listed parts against the first N uploaded ones, number by
-  number, so an uncommitted part left *below* a committed one (numbers never reused) would make
-  the upload impossible to complete (400 InvalidPart, seen in tests/ceph/test_s3_store.py). An
-  uncommitted part is therefore overwritten by the next upload of its number, and parts above N
-  are dropped by the completion;
+* part n is always bytes [(n-1)P, nP) of the upload (P: the upload's part size, fixed by its
+  first part), so the committed parts are 1..N, the committed tail is [NP, offset), and an
+  upload of part n for a chunk that is then refused is simply overwritten when the right bytes
+  for that range arrive. RGW 16.2 insists on it: CompleteMultipartUpload must list every part
+  ever uploaded (400 InvalidPart otherwise, below or above the listed ones; seen in
+  tests/ceph/test_s3_store.py), so a part that is skipped rather than overwritten would make the
+  upload impossible to complete;
 * a late UploadPart from a stalled holder can thus overwrite a committed part number, but not
   silently: completion passes each committed part's ETag (the MD5 of its bytes, recorded at
   commit) and RGW refuses a part whose ETag differs. Wrong bytes are never completed under a
@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from dockd.receiver.storage.api import CreationInfo, StoreError
-from dockd.receiver.storage.s3_errors import s3_call, s3_required
+from dockd.receiver.storage.s3_errors import list_objects, s3_call, s3_required
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class WorkBucketState:
         )
         if body is None:
             return None
-        state = S3UploadState.from_json(json.loads(body["Body"].read()))
+        state = S3UploadState.from_json(json.loads(s3_required(body["Body"].read)))
         with self._lock:
             self._cache[upload] = state
         return state
@@ -187,13 +187,8 @@ class WorkBucketState:
             self._cache.pop(upload, None)
 
     def all(self) -> Iterator[S3UploadState]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        pages = s3_required(
-            lambda: list(paginator.paginate(Bucket=self._bucket, Prefix=STATE_PREFIX))
-        )
-        for page in pages:
-            for entry in page.get("Contents", []):
-                upload = entry["Key"].removeprefix(STATE_PREFIX).removesuffix(".json")
-                state = self.load(upload)
-                if state is not None:
-                    yield state
+        for entry in list_objects(self._client, self._bucket, STATE_PREFIX):
+            upload = entry["Key"].removeprefix(STATE_PREFIX).removesuffix(".json")
+            state = self.load(upload)
+            if state is not None:
+                yield state

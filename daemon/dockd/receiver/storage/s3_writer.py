@@ -10,8 +10,9 @@ What a commit makes durable, in order: the parts uploaded since the last commit 
 when UploadPart returned), the new tail (PutObject returned), then the state naming both
 (`UploadStateBackend.save`). Only parts and tails named in the saved state count: a part uploaded
 for a chunk that was then refused, or a tail replaced by a newer one, is an orphan that nothing
-reads and that completion, termination or expiry deletes. Parts are numbered 1..N with no gaps
-(RGW 16.2 needs it; `s3_state` explains, and why a late part cannot slip into a receipt).
+reads. Part n always holds bytes [(n-1)P, nP): a part of a refused chunk is overwritten by the
+right bytes later (RGW 16.2 needs every uploaded part listed at completion; `s3_state` explains,
+and why a late part cannot slip into a receipt).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class S3ChunkWriter:
         self._state = state
         self._fence = fence
         self._upload = state.info.upload
-        self._part_size = store.part_size_for(state.info.length)
+        self._part_size = store.part_size_of(state)
         self._position = state.offset  # where the next write must start
         self._spool: Spool | None = None  # None until first needed (the tail is read then)
         self._pending: list[PartRecord] = []  # uploaded since the last commit; not yet counted
@@ -170,8 +171,8 @@ class S3ChunkWriter:
         return self._spool
 
     def _upload_part(self, spool: Spool) -> None:
-        # The next number after the committed and pending parts; an uncommitted part of an
-        # earlier, refused chunk under that number is overwritten (see s3_state).
+        # Part n is bytes [(n-1)P, nP): an uncommitted part of an earlier, refused chunk under
+        # this number held the same range and is overwritten (see s3_state).
         number = len(self._state.parts) + len(self._pending) + 1
         self._store.states.check_fence(self._upload, fence=self._fence)
         reply = s3_required(
