@@ -208,6 +208,28 @@ class S3Store:
     def free_bytes(self) -> int | None:
         return None  # RGW quotas answer per request (QuotaExceeded -> StoreFull)
 
+    def ready(self) -> None:
+        """The /ready probe (readiness.ReadinessProbe): both buckets answer a HeadBucket, and
+        the state backend answers too when it has a probe of its own (PostgreSQL in multi-node
+        mode). Raises StoreUnavailable (gateway unreachable) or StoreError (bucket gone)."""
+        for bucket in (self.settings.bucket, self.settings.work_bucket):
+            if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
+                raise StoreError(f"bucket {bucket} does not exist")
+        probe = getattr(self.states, "ready", None)
+        if callable(probe):
+            probe()
+
+    def partial(self, upload: str) -> PartialState | None:
+        """The unfinished upload's committed state as the state backend has it now (another
+        node may have committed since this one last looked), or None if it is not unfinished."""
+        state = self.states.load(self._checked(upload))
+        return None if state is None else PartialState(state.info, state.offset, state.expires)
+
+    def unfinished(self) -> Iterator[PartialState]:
+        """Every unfinished upload's committed state, streamed from the state backend."""
+        for state in self.states.all():
+            yield PartialState(state.info, state.offset, state.expires)
+
     def recover(self) -> list[PartialState]:
         """Make sure both buckets exist, finish interrupted completions, list unfinished ones."""
         self.retention.prepare_bucket(self.client, self.settings.bucket)
