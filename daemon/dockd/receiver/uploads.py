@@ -10,14 +10,25 @@ and requests that queued behind it give way to the newest one.
 
 Finished uploads are not kept in memory: their sidecar in the store answers for them. Every
 storage operation goes through the `UploadStore` interface (storage/api.py), on a worker thread.
+
+Multi-node mode (a store that is a `SharedStore`: several `dockd serve` behind a load balancer,
+docs/SCALE.md). Other nodes change the same uploads, so the memory above is only a cache of what
+this node last saw: `find` reads the committed state afresh, and every change takes, inside the
+local lock, the upload's shared lock (`Locker.acquire`, a lease with a fencing token), reloads the
+state under it, and hands the token to the store with every write (`fence=`). A node whose lease
+ran out while it stalled is refused by the store (`Fenced`, 409): its late write never counts. A
+request waiting for the lock asks the holder (on any node) to let go, which cuts the holder's
+body off after a short silence, as a newer local request does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import functools
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import structlog
 from aiohttp import StreamReader
@@ -27,20 +38,26 @@ from dockd.crypto import receipt
 from dockd.receiver.chunks import INTERRUPTED_STATUS, ChunkStorer
 from dockd.receiver.protocol import Checksum, ProtocolError
 from dockd.receiver.quota import Quotas, Reservation, check_creation
+from dockd.receiver.shared.capability import SharedStore
 from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     PartialState,
     RunningHash,
     StoreError,
+    StoreUnavailable,
     Tombstone,
     UploadStore,
     rfc3339,
 )
 from dockd.receiver.threads import run_blocking
-from dockd.receiver.upload_state import ChunkResult, Upload, refusal_at
+from dockd.receiver.upload_state import SUPERSEDE_GRACE, ChunkResult, Upload, refusal_at
 
 log = structlog.get_logger("dockd.receiver")
+
+# The shared lock that lets one node at a time sweep expired uploads (not an upload id, so it
+# can never be an upload's lease).
+SWEEPER_LOCK = "dockd-sweeper"
 
 
 def _short(value: str | None) -> str | None:
@@ -69,6 +86,8 @@ class UploadCoordinator:
         self._signing_key = signing_key
         self._expire_after = expire_after
         self._uploads: dict[str, Upload] = {}
+        # Several nodes over one store: None in the single-node default.
+        self._shared: SharedStore | None = store if isinstance(store, SharedStore) else None
         self.stopping = False
         self._chunks = ChunkStorer(
             store,
@@ -95,6 +114,8 @@ class UploadCoordinator:
 
     async def find(self, upload_id: str) -> Upload | CompletedUpload | Tombstone | None:
         """The upload with this (validated) id in whatever state it is, or None if unknown."""
+        if self._shared is not None:
+            return await self._find_shared(self._shared, upload_id)
         upload = self._uploads.get(upload_id)
         if upload is not None:
             if self._is_expired(upload, time.time()):
@@ -105,6 +126,40 @@ class UploadCoordinator:
         if completed is not None:
             return completed
         return await asyncio.to_thread(self.store.load_tombstone, upload_id)
+
+    async def _find_shared(
+        self, shared: SharedStore, upload_id: str
+    ) -> Upload | CompletedUpload | Tombstone | None:
+        """Multi-node `find`: the state as committed now, whichever node committed it. Expiry
+        is left to the sweeper and to the next change, both under the shared lock."""
+        partial = await run_blocking(shared.partial, upload_id)
+        if partial is not None:
+            return self._adopt(partial)
+        stale = self._uploads.get(upload_id)
+        if stale is not None and not stale.lock.locked():
+            self._uploads.pop(upload_id, None)  # finished or removed on another node
+        completed = await asyncio.to_thread(self.store.load_completed, upload_id)
+        if completed is not None:
+            return completed
+        return await asyncio.to_thread(self.store.load_tombstone, upload_id)
+
+    def _adopt(self, partial: PartialState) -> Upload:
+        """This node's `Upload` for a state read from the shared store, brought up to date
+        unless a request here is changing it (that request reloads under the lock itself)."""
+        upload = self._uploads.get(partial.info.upload)
+        if upload is None:
+            upload = Upload(partial.info, partial.offset, partial.expires)
+            self._uploads[upload.id] = upload
+        elif not upload.lock.locked():
+            self._move_to(upload, partial)
+        return upload
+
+    @staticmethod
+    def _move_to(upload: Upload, partial: PartialState) -> None:
+        if partial.offset != upload.offset:
+            # Committed bytes never change, so the hash stays valid while the offset does.
+            upload.offset, upload.hasher = partial.offset, None
+        upload.expires = partial.expires
 
     @staticmethod
     def _is_expired(upload: Upload, now: float) -> bool:
@@ -122,10 +177,63 @@ class UploadCoordinator:
     # -- the running SHA-256 of the whole upload --
 
     def start_hash_rebuild(self, upload: Upload) -> None:
-        upload.start_hash_rebuild(self.store)
+        # Multi-node: the state is restored under the lock, where the offset is known to hold
+        # (a rebuild started here could finish for an offset another node has moved past).
+        if self._shared is None:
+            upload.start_hash_rebuild(self.store)
 
     async def running_hash(self, upload: Upload) -> RunningHash:
-        return await upload.running_hash(self.store)
+        if self._shared is None:
+            return await upload.running_hash(self.store)
+        if upload.hasher is None:  # caller holds the shared lock: the offset holds
+            upload.hasher = await run_blocking(self.store.running_hash, upload.id, upload.offset)
+        return upload.hasher
+
+    # -- the shared lock (multi-node mode) --
+
+    @contextlib.asynccontextmanager
+    async def _shared_lock(
+        self, upload: Upload, *, wait: float | None = None
+    ) -> AsyncIterator[int | None]:
+        """Hold the upload's lock across nodes and yield its fence (None in single-node mode).
+
+        Caller holds the local lock. Raises StoreError (StoreUnavailable when the lock stays
+        busy for `wait` seconds or PostgreSQL is away). The state is reloaded under the lock:
+        `upload` then shows what is committed now, or is marked completed / gone.
+        """
+        shared = self._shared
+        if shared is None:
+            yield None
+            return
+        loop = asyncio.get_running_loop()
+
+        def release_requested() -> None:  # from the locker's threads
+            loop.call_soon_threadsafe(_let_go, upload)
+
+        lock = await run_blocking(
+            functools.partial(
+                shared.acquire,
+                upload.id,
+                timeout=shared.lock_timeout if wait is None else wait,
+                release_requested=release_requested,
+            )
+        )
+        try:
+            await self._reload(shared, upload)
+            yield lock.fence
+        finally:
+            await run_blocking(lock.release)
+
+    async def _reload(self, shared: SharedStore, upload: Upload) -> None:
+        partial = await run_blocking(shared.partial, upload.id)
+        if partial is not None:
+            self._move_to(upload, partial)
+            return
+        self._uploads.pop(upload.id, None)
+        upload.completed = await run_blocking(self.store.load_completed, upload.id)
+        if upload.completed is None:
+            tombstone = await run_blocking(self.store.load_tombstone, upload.id)
+            upload.gone = "expired" if tombstone is not None else "terminated"
 
     # -- changes --
 
@@ -161,8 +269,8 @@ class UploadCoordinator:
             metadata_keys=sorted(info.metadata),
         )
         if info.length == 0:
-            async with upload.lock:
-                await self._complete(upload)
+            async with upload.lock, self._shared_lock(upload) as fence:
+                await self._complete(upload, fence)
         return upload
 
     async def apply_chunk(
@@ -183,37 +291,80 @@ class UploadCoordinator:
             self._check_still_current(upload, generation)
             if upload.completed is not None:
                 return self.chunk_on_completed(upload.completed, offset, content_length)
-            if offset != upload.offset:
-                raise ProtocolError(
-                    409,
-                    f"Upload-Offset {offset} does not match the upload's offset",
-                    {"Upload-Offset": str(upload.offset)},
-                )
-            remaining = upload.length - offset
-            if content_length is not None and content_length > remaining:
-                raise ProtocolError(
-                    413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
-                )
-            whole = (await self.running_hash(upload)).copy()
-            received = await self._chunks.store(
-                upload, generation, content, checksum=checksum, limit=remaining, whole=whole
+            try:
+                async with self._shared_lock(upload) as fence:
+                    if fence is not None:
+                        await self._check_after_reload(upload, generation)
+                        if upload.completed is not None:
+                            return self.chunk_on_completed(upload.completed, offset, content_length)
+                    return await self._apply_locked(
+                        upload,
+                        generation,
+                        content,
+                        offset=offset,
+                        checksum=checksum,
+                        content_length=content_length,
+                        fence=fence,
+                    )
+            except StoreError as exc:  # the shared lock or the reload
+                raise refusal_at(exc, upload, upload.offset) from None
+
+    async def _check_after_reload(self, upload: Upload, generation: int) -> None:
+        """Multi-node, under both locks: the upload may have expired or moved on elsewhere."""
+        self._check_still_current(upload, generation)
+        if upload.completed is None and self._past_expiry(upload, time.time()):
+            await self._expire_locked(upload)
+            self._check_still_current(upload, generation)  # 410
+
+    async def _apply_locked(
+        self,
+        upload: Upload,
+        generation: int,
+        content: StreamReader,
+        *,
+        offset: int,
+        checksum: Checksum | None,
+        content_length: int | None,
+        fence: int | None,
+    ) -> ChunkResult:
+        """The chunk under the lock(s): check the offset, store, commit, complete at the end."""
+        if offset != upload.offset:
+            raise ProtocolError(
+                409,
+                f"Upload-Offset {offset} does not match the upload's offset",
+                {"Upload-Offset": str(upload.offset)},
             )
-            if received.interrupted:
-                log.info(
-                    "upload.body_interrupted",
-                    upload=upload.id,
-                    reason=received.interrupted,
-                    kept=received.count,
-                )
-                raise ProtocolError(
-                    INTERRUPTED_STATUS[received.interrupted],
-                    f"body ended early ({received.interrupted}); kept what arrived",
-                    {"Upload-Offset": str(upload.offset)},
-                    close_connection=True,
-                )
-            if upload.offset == upload.length:
-                await self._complete_or_report(upload)
-            return ChunkResult(upload.offset, upload.expires, upload.completed)
+        remaining = upload.length - offset
+        if content_length is not None and content_length > remaining:
+            raise ProtocolError(
+                413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
+            )
+        whole = (await self.running_hash(upload)).copy()
+        received = await self._chunks.store(
+            upload,
+            generation,
+            content,
+            checksum=checksum,
+            limit=remaining,
+            whole=whole,
+            fence=fence,
+        )
+        if received.interrupted:
+            log.info(
+                "upload.body_interrupted",
+                upload=upload.id,
+                reason=received.interrupted,
+                kept=received.count,
+            )
+            raise ProtocolError(
+                INTERRUPTED_STATUS[received.interrupted],
+                f"body ended early ({received.interrupted}); kept what arrived",
+                {"Upload-Offset": str(upload.offset)},
+                close_connection=True,
+            )
+        if upload.offset == upload.length:
+            await self._complete_or_report(upload, fence)
+        return ChunkResult(upload.offset, upload.expires, upload.completed)
 
     def _check_still_current(self, upload: Upload, generation: int) -> None:
         if upload.gone == "expired":
@@ -242,9 +393,9 @@ class UploadCoordinator:
             raise ProtocolError(413, "upload is complete", {"Upload-Offset": str(record.length)})
         return ChunkResult(record.length, 0.0, record)
 
-    async def _complete_or_report(self, upload: Upload) -> None:
+    async def _complete_or_report(self, upload: Upload, fence: int | None) -> None:
         try:
-            await self._complete(upload)
+            await self._complete(upload, fence)
         except StoreError as exc:
             error = refusal_at(exc, upload, upload.offset)
             raise ProtocolError(
@@ -253,8 +404,9 @@ class UploadCoordinator:
                 error.headers,
             ) from None
 
-    async def _complete(self, upload: Upload) -> None:
-        """Sign the receipt and complete the upload in the store. Caller holds the lock."""
+    async def _complete(self, upload: Upload, fence: int | None) -> None:
+        """Sign the receipt and complete the upload in the store. Caller holds the lock (and in
+        multi-node mode the shared one, whose `fence` the store checks)."""
         digest = (await self.running_hash(upload)).hexdigest()
         completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         header = receipt.sign(
@@ -276,7 +428,7 @@ class UploadCoordinator:
             created=info.created,
             dock=info.dock,
         )
-        await run_blocking(self.store.complete, record)
+        await run_blocking(functools.partial(self.store.complete, record, fence=fence))
         upload.completed = record
         self._uploads.pop(upload.id, None)
         log.info(
@@ -295,7 +447,13 @@ class UploadCoordinator:
         async with upload.lock:
             if upload.completed is None and upload.gone is None:
                 try:
-                    await self._complete(upload)
+                    async with self._shared_lock(upload) as fence:
+                        if (
+                            upload.completed is None
+                            and upload.gone is None
+                            and upload.offset == upload.length
+                        ):
+                            await self._complete(upload, fence)
                 except StoreError as exc:
                     log.error("upload.completion_failed", upload=upload.id, error=str(exc))
         return upload.completed
@@ -307,9 +465,16 @@ class UploadCoordinator:
             self._check_still_current(upload, generation)
             if upload.completed is not None:
                 raise _completed_refusal()
-            upload.gone = "terminated"
-            self._uploads.pop(upload.id, None)
-            await run_blocking(self.store.terminate, upload.id)
+            try:
+                async with self._shared_lock(upload):
+                    self._check_still_current(upload, generation)
+                    if upload.completed is not None:
+                        raise _completed_refusal()
+                    upload.gone = "terminated"
+                    self._uploads.pop(upload.id, None)
+                    await run_blocking(self.store.terminate, upload.id)
+            except StoreError as exc:
+                raise refusal_at(exc, upload, upload.offset) from None
         log.info("upload.terminated", upload=upload.id, offset=upload.offset)
 
     async def expire(self, upload: Upload) -> None:
@@ -317,23 +482,81 @@ class UploadCoordinator:
         async with upload.lock:
             if upload.gone is not None or upload.completed is not None:
                 return
-            upload.gone = "expired"
-            self._uploads.pop(upload.id, None)
+            if self._shared is None:
+                await self._expire_locked(upload)
+                return
             try:
-                await run_blocking(self.store.expire, upload.id, upload.info.dock)
+                # Not waiting: an upload someone is changing is not idle.
+                async with self._shared_lock(upload, wait=0.0):
+                    if (
+                        upload.gone is None
+                        and upload.completed is None
+                        and self._past_expiry(upload, time.time())
+                    ):
+                        await self._expire_locked(upload)
             except StoreError as exc:
-                log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
+                log.info("upload.expiry_postponed", upload=upload.id, error=str(exc))
+
+    @staticmethod
+    def _past_expiry(upload: Upload, now: float) -> bool:
+        return upload.expires <= now and upload.offset < upload.length
+
+    async def _expire_locked(self, upload: Upload) -> None:
+        upload.gone = "expired"
+        self._uploads.pop(upload.id, None)
+        try:
+            await run_blocking(self.store.expire, upload.id, upload.info.dock)
+        except StoreError as exc:
+            log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
         log.info("upload.expired", upload=upload.id, offset=upload.offset, length=upload.length)
 
     async def sweep(self, *, tombstone_ttl: float) -> None:
         """Expire idle unfinished uploads and forget old tombstones."""
         now = time.time()
+        if self._shared is not None:
+            await self._sweep_shared(self._shared, now, tombstone_ttl)
+            return
         for upload in self.unfinished():
             if self._is_expired(upload, now):
                 await self.expire(upload)
-        removed = await asyncio.to_thread(self.store.sweep_tombstones, now - tombstone_ttl)
+        await self._sweep_tombstones(now - tombstone_ttl)
+
+    async def _sweep_tombstones(self, older_than: float) -> None:
+        removed = await asyncio.to_thread(self.store.sweep_tombstones, older_than)
         if removed:
             log.info("store.tombstones_removed", count=removed)
+
+    async def _sweep_shared(self, shared: SharedStore, now: float, tombstone_ttl: float) -> None:
+        """Multi-node: one node at a time sweeps, every unfinished upload of the shared state
+        (not only those this node has seen)."""
+        try:
+            turn = await run_blocking(
+                functools.partial(
+                    shared.acquire, SWEEPER_LOCK, timeout=0.0, release_requested=lambda: None
+                )
+            )
+        except StoreUnavailable:
+            return  # another node is sweeping (or PostgreSQL is away): its turn
+        try:
+            expired = await run_blocking(
+                lambda: [
+                    p for p in shared.unfinished() if p.expires <= now and p.offset < p.info.length
+                ]
+            )
+            for partial in expired:
+                upload = self._adopt(partial)
+                if not upload.lock.locked():
+                    await self.expire(upload)
+            await self._sweep_tombstones(now - tombstone_ttl)
+        finally:
+            await run_blocking(turn.release)
+
+
+def _let_go(upload: Upload) -> None:
+    """A request on another node waits for this upload: the body being read here may now stay
+    silent for SUPERSEDE_GRACE at most (as for a newer request on this node)."""
+    if upload.cutoff is not None:
+        upload.cutoff.supersede(SUPERSEDE_GRACE)
 
 
 def _completed_refusal() -> ProtocolError:
