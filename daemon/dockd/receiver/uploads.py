@@ -38,7 +38,7 @@ from dockd.crypto import receipt
 from dockd.receiver.chunks import INTERRUPTED_STATUS, ChunkStorer
 from dockd.receiver.protocol import Checksum, ProtocolError
 from dockd.receiver.quota import Quotas, Reservation, check_creation
-from dockd.receiver.shared.capability import SharedStore
+from dockd.receiver.shared.capability import PartsReplaced, SharedStore
 from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
@@ -182,11 +182,16 @@ class UploadCoordinator:
         if self._shared is None:
             upload.start_hash_rebuild(self.store)
 
-    async def running_hash(self, upload: Upload) -> RunningHash:
+    async def running_hash(self, upload: Upload, fence: int | None = None) -> RunningHash:
+        """The SHA-256 of the committed bytes; in multi-node mode the caller holds the shared
+        lock whose `fence` this is (a stalled holder's stale offset is then `Fenced`)."""
         if self._shared is None:
             return await upload.running_hash(self.store)
-        if upload.hasher is None:  # caller holds the shared lock: the offset holds
-            upload.hasher = await run_blocking(self.store.running_hash, upload.id, upload.offset)
+        if upload.hasher is None:
+            restore = functools.partial(
+                self._shared.running_hash, upload.id, upload.offset, fence=fence
+            )
+            upload.hasher = await run_blocking(restore)
         return upload.hasher
 
     # -- the shared lock (multi-node mode) --
@@ -306,7 +311,9 @@ class UploadCoordinator:
                         content_length=content_length,
                         fence=fence,
                     )
-            except StoreError as exc:  # the shared lock or the reload
+            except StoreError as exc:  # multi-node: the shared lock, the reload, the hash
+                if self._shared is None:
+                    raise  # as ever: the middleware's refusal
                 raise refusal_at(exc, upload, upload.offset) from None
 
     async def _check_after_reload(self, upload: Upload, generation: int) -> None:
@@ -339,7 +346,7 @@ class UploadCoordinator:
             raise ProtocolError(
                 413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
             )
-        whole = (await self.running_hash(upload)).copy()
+        whole = (await self.running_hash(upload, fence)).copy()
         received = await self._chunks.store(
             upload,
             generation,
@@ -396,6 +403,11 @@ class UploadCoordinator:
     async def _complete_or_report(self, upload: Upload, fence: int | None) -> None:
         try:
             await self._complete(upload, fence)
+        except PartsReplaced:
+            await self._end_spoiled(upload)
+            raise ProtocolError(
+                410, "upload cannot be completed (a stored part was replaced): send it again"
+            ) from None
         except StoreError as exc:
             error = refusal_at(exc, upload, upload.offset)
             raise ProtocolError(
@@ -407,7 +419,7 @@ class UploadCoordinator:
     async def _complete(self, upload: Upload, fence: int | None) -> None:
         """Sign the receipt and complete the upload in the store. Caller holds the lock (and in
         multi-node mode the shared one, whose `fence` the store checks)."""
-        digest = (await self.running_hash(upload)).hexdigest()
+        digest = (await self.running_hash(upload, fence)).hexdigest()
         completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         header = receipt.sign(
             self._signing_key,
@@ -439,6 +451,13 @@ class UploadCoordinator:
             dock=info.dock,
         )
 
+    async def _end_spoiled(self, upload: Upload) -> None:
+        """An upload whose stored parts are not the committed ones (`PartsReplaced`): no receipt
+        can ever be given for it, so it ends as an expired one does (tombstone, 410) and the dock
+        uploads the clip again. Caller holds the lock(s)."""
+        log.error("upload.parts_replaced", upload=upload.id, length=upload.length)
+        await self._expire_locked(upload)
+
     async def finish_pending_completion(self, upload: Upload) -> CompletedUpload | None:
         """Complete an upload whose bytes are all committed but whose completion failed or was
         interrupted before the receipt was written (HEAD and startup call this)."""
@@ -454,6 +473,8 @@ class UploadCoordinator:
                             and upload.offset == upload.length
                         ):
                             await self._complete(upload, fence)
+                except PartsReplaced:
+                    await self._end_spoiled(upload)
                 except StoreError as exc:
                     log.error("upload.completion_failed", upload=upload.id, error=str(exc))
         return upload.completed

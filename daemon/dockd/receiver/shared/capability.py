@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from dockd.receiver.storage.api import Locker, PartialState
+from dockd.receiver.storage.api import Locker, PartialState, RunningHash, StoreError
+
+
+class PartsReplaced(StoreError):
+    """The upload can never complete correctly: a committed part's bytes in the object store are
+    no longer the ones committed (a node that stalled past its lease had already passed its fence
+    check for an UploadPart, and the late part replaced the committed one of that number; RGW then
+    refuses the completion with InvalidPart rather than store wrong bytes). The coordinator ends
+    the upload like an expired one, so the dock hears 410 and uploads the clip again."""
 
 
 @runtime_checkable
@@ -23,6 +31,10 @@ class SharedStore(Locker, Protocol):
 
     def partial(self, upload: str) -> PartialState | None:
         """The unfinished upload's committed state now, or None if it is not unfinished."""
+        ...
+
+    def running_hash(self, upload: str, offset: int, *, fence: int | None = None) -> RunningHash:
+        """`UploadStore.running_hash`, raising `Fenced` if a newer holder moved the offset."""
         ...
 
     def unfinished(self) -> Iterator[PartialState]:

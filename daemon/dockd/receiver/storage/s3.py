@@ -39,7 +39,9 @@ from dataclasses import asdict, replace
 from typing import Any, BinaryIO
 
 import structlog
+from botocore.exceptions import ClientError
 
+from dockd.receiver.shared.capability import PartsReplaced
 from dockd.receiver.storage.api import (
     ChunkWriter,
     CompletedUpload,
@@ -52,7 +54,7 @@ from dockd.receiver.storage.api import (
     is_upload_id,
 )
 from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
-from dockd.receiver.storage.s3_errors import list_objects, s3_call, s3_required
+from dockd.receiver.storage.s3_errors import error_code, list_objects, s3_call, s3_required
 from dockd.receiver.storage.s3_hash import new_hash, restore
 from dockd.receiver.storage.s3_retention_api import NoRetention, ObjectRetention
 from dockd.receiver.storage.s3_state import (
@@ -244,7 +246,10 @@ class S3Store:
             if data is None:
                 self.delete_quietly(self.settings.work_bucket, key)
                 continue
-            self._finish_completion(CompletedUpload.from_json(data), fence=None)
+            try:
+                self._finish_completion(CompletedUpload.from_json(data), fence=None)
+            except PartsReplaced:
+                continue  # stays unfinished; the coordinator ends it (410) at its completion
             log.info("s3.completion_finished_on_recovery", upload=upload)
         self._abort_orphan_multiparts(time.time() - self.orphan_age)
         return sorted(
@@ -306,15 +311,19 @@ class S3Store:
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
         state = self._state(upload)
         if state.offset != offset:
+            self.states.check_fence(upload, fence=fence)  # moved on under a newer lock: Fenced
             raise StoreError(f"{upload}: writer at {offset}, but {state.offset} are committed")
         return S3ChunkWriter(self, state, fence)
 
     def new_hash(self) -> RunningHash:
         return new_hash()
 
-    def running_hash(self, upload: str, offset: int) -> RunningHash:
+    def running_hash(self, upload: str, offset: int, *, fence: int | None = None) -> RunningHash:
+        """As `UploadStore.running_hash`; with the shared lock's `fence`, an offset another
+        holder has moved since is `Fenced` (409) rather than an error (500)."""
         state = self._state(upload)
         if state.offset != offset:
+            self.states.check_fence(upload, fence=fence)
             raise StoreError(f"{upload}: hash asked at {offset}, but {state.offset} are committed")
         if offset == 0:
             return new_hash()
@@ -410,16 +419,28 @@ class S3Store:
             )
             return
         self._check_no_stray_parts(state)
-        done = s3_call(
-            self.client.complete_multipart_upload,
-            Bucket=self.settings.bucket,
-            Key=state.key,
-            UploadId=state.multipart_id,
-            MultipartUpload={
-                "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in state.parts]
-            },
-            missing_ok=True,
-        )
+        try:
+            done = s3_call(
+                self.client.complete_multipart_upload,
+                Bucket=self.settings.bucket,
+                Key=state.key,
+                UploadId=state.multipart_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in state.parts]
+                },
+                missing_ok=True,
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and error_code(cause) == "InvalidPart"):
+                raise
+            # A committed part's ETag no longer matches RGW's part: never retried (it would
+            # fail forever, and recovery would stop at it), the upload is ended instead.
+            log.error("s3.committed_part_replaced", upload=record.upload, parts=len(state.parts))
+            self.delete_quietly(self.settings.work_bucket, self._completing_key(record.upload))
+            raise PartsReplaced(
+                f"{record.upload}: a committed part was replaced in S3; it cannot be completed"
+            ) from exc
         if done is None:
             log.info("s3.multipart_already_completed", upload=record.upload)
 
