@@ -6,8 +6,9 @@ Spec: https://tus.io/protocols/resumable-upload (1.0.0). What this client relies
   NOT send it on OPTIONS);
 - the server's offset is the only truth: `send` HEADs before every round and never resumes from
   a local idea of the offset;
-- each PATCH carries an `Upload-Checksum` of its own body when the server offers sha256 (else
-  sha1), so a chunk damaged in flight is refused (460) and sent again instead of stored;
+- each PATCH carries an `Upload-Checksum` of its own body when the server offers crc32c (else
+  sha256, else sha1; `dockd.checksums`), so a chunk damaged in flight is refused (460) and sent
+  again instead of stored;
 - transient failures (5xx, 408/423/429, 460, timeouts, resets) are retried per request with
   jittered exponential backoff (see `retry.py`); everything else fails at once with an error
   that says why, in words an operator can act on;
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ import structlog
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from dockd import checksums
 from dockd.crypto.receipt import HEADER as RECEIPT_HEADER
 
 from . import uploader
@@ -68,8 +69,6 @@ CHECKSUM_STATUS = 460  # tus checksum extension: "Checksum Mismatch"
 # dockd serve names the quota behind a refusal here (max-size, uploads-per-dock, ...).
 LIMIT_HEADER = "Dockd-Limit"
 _CREDENTIAL_STATUSES = frozenset({401, 403})
-# Our preference among what the server offers; the spec obliges servers to offer sha1.
-_CHECKSUM_PREFERENCE = ("sha256", "sha1")
 # 501/505 are 5xx but say "never": retrying cannot make a server implement a method.
 _TRANSIENT_STATUSES = frozenset({408, 423, 429} | (set(range(500, 600)) - {501, 505}))
 _ERROR_EXCERPT_BYTES = 512
@@ -359,15 +358,14 @@ class TusClient:
         )
 
     async def _checksum_header(self, data: bytes) -> str | None:
-        offered = (await self.capabilities()).checksum_algorithms
-        algorithm = next((a for a in _CHECKSUM_PREFERENCE if a in offered), None)
+        algorithm = checksums.choose((await self.capabilities()).checksum_algorithms)
         if algorithm is None:
             return None
-
-        def digest() -> bytes:
-            return hashlib.new(algorithm, data).digest()
-
-        raw = await asyncio.to_thread(digest) if len(data) > _HASH_IN_THREAD_ABOVE else digest()
+        if algorithm == "crc32c" or len(data) <= _HASH_IN_THREAD_ABOVE:
+            # CRC32C of an 8 MiB block takes ~0.3 ms: cheaper inline than a thread hand-off.
+            raw = checksums.digest_of(algorithm, data)
+        else:
+            raw = await asyncio.to_thread(checksums.digest_of, algorithm, data)
         return f"{algorithm} {base64.b64encode(raw).decode('ascii')}"
 
     async def _exchange(
