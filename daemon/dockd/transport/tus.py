@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from dockd import checksums
 from dockd.crypto.receipt import HEADER as RECEIPT_HEADER
 
 from . import uploader
+from .buffers import MemoryBudget
 from .retry import (
     RetriesExhausted,
     RetryPolicy,
@@ -189,6 +191,7 @@ class TusClient:
         headers: Mapping[str, str] | None = None,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
         throttle: Callable[[int], Awaitable[None]] | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         parsed = URL(endpoint)
         if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
@@ -209,6 +212,13 @@ class TusClient:
         # The dock's bandwidth limit (bandwidth.TokenBucket.acquire): awaited before each slice
         # of a PATCH body goes out, so a whole block is paced rather than sent in one burst.
         self._throttle = throttle
+        # The dock's memory budget (buffers.py): each round reserves its stream's blocks from it
+        # before the stream allocates any, so parallel uploads wait rather than multiply RSS.
+        self._memory = memory
+
+    def reserve_stream(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one upload stream's share of the memory budget (nothing if there is none)."""
+        return self._memory.stream() if self._memory is not None else contextlib.nullcontext()
 
     @property
     def endpoint(self) -> str:
@@ -536,6 +546,19 @@ async def _send_round(
     Returns the highest offset the server acknowledged. The stream is closed on every exit path:
     it may hold a worker thread and an open file.
     """
+    async with client.reserve_stream():  # the stream's blocks are allocated only within
+        return await _stream_round(client, url, where, length, offset, open_stream, on_progress)
+
+
+async def _stream_round(
+    client: TusClient,
+    url: str,
+    where: str,
+    length: int,
+    offset: int,
+    open_stream: Callable[[int], AsyncIterator[bytes]],
+    on_progress: Callable[[int], None] | None,
+) -> int:
     stream = open_stream(offset)
     try:
         async for block in stream:
