@@ -62,6 +62,12 @@ def profile_steps(directory: Path, chunk: bytes, chunks: int) -> dict[str, list[
                 ("Upload-Checksum sha256", partial(checksums.digest_of, "sha256", chunk)),
                 ("Upload-Checksum crc32c", partial(checksums.digest_of, "crc32c", chunk)),
                 ("fdatasync data", partial(os.fdatasync, fd)),
+                # As the store does: drop the synced pages. Without it each later pwrite took
+                # ~24 ms instead of ~2 ms here (the page cache reclaimed on the write path).
+                (
+                    "fadvise DONTNEED (synced pages)",
+                    partial(os.posix_fadvise, fd, position, len(chunk), os.POSIX_FADV_DONTNEED),
+                ),
                 ("old: state tmp write + fsync", partial(write_synced, tmp, record)),
                 ("old: rename + dir fsync", partial(_rename_and_sync, tmp, state_path)),
                 (
