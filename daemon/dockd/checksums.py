@@ -47,7 +47,11 @@ class Crc32c:
     def __init__(self) -> None:
         self._crc = 0
 
-    def update(self, data: bytes, /) -> None:
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        if not isinstance(data, bytes):
+            # The C extension takes only bytes (its "y#" refuses memoryview and bytearray);
+            # hashlib takes any buffer, so callers may hand one: a copy beats a TypeError.
+            data = bytes(data)
         self._crc = google_crc32c.extend(self._crc, data)
 
     def digest(self) -> bytes:

@@ -23,6 +23,18 @@ def test_crc32c_fed_in_pieces_equals_the_crc_of_the_whole():
     assert hasher.digest() == crc32c.CRC32CHash(data).digest()  # an independent implementation
 
 
+def test_crc32c_takes_any_bytes_like_object_as_hashlib_does():
+    data = os.urandom(100_000)
+    for view, covered in (
+        (bytearray(data), data),
+        (memoryview(data), data),
+        (memoryview(data)[:50_000], data[:50_000]),
+    ):
+        hasher = checksums.new_hasher("crc32c")
+        hasher.update(view)  # type: ignore[arg-type]
+        assert hasher.digest() == crc32c.CRC32CHash(covered).digest()
+
+
 def test_the_dock_prefers_crc32c_then_sha256_then_sha1():
     assert checksums.choose(frozenset({"sha1", "sha256", "crc32c"})) == "crc32c"
     assert checksums.choose(frozenset({"sha1", "sha256"})) == "sha256"
