@@ -29,6 +29,7 @@ from dockd.receiver.connections import ConnectionGuard, ConnectionLimits
 from dockd.receiver.handlers import DOCK_KEY, TusHandlers, effective_method
 from dockd.receiver.protocol import TUS_VERSION, ProtocolError
 from dockd.receiver.quota import Quotas
+from dockd.receiver.readiness import READY_PATH, Readiness
 from dockd.receiver.refusals import storage_refusal
 from dockd.receiver.storage import open_store
 from dockd.receiver.storage.api import StoreError, UploadStore
@@ -139,6 +140,10 @@ def create_app(settings: ReceiverSettings) -> web.Application:
         owners_enforced=settings.authenticated,
     )
     base = settings.base_path
+    # An exact path: aiohttp matches it before the {upload_id} route, even with base path "/".
+    app.router.add_get(
+        READY_PATH, Readiness(coordinator.store, lambda: coordinator.stopping).handle
+    )
     app.router.add_route("*", base, handlers.creation_endpoint)
     if base != "/":
         app.router.add_route("*", base.rstrip("/"), handlers.creation_endpoint)
@@ -174,7 +179,8 @@ def _tus_middleware(auth: BearerAuth | None, *, client_certs: bool) -> Middlewar
         method = effective_method(request)
         dock: str | None = None
         try:
-            if method != "OPTIONS":  # OPTIONS is exempt from both (capability discovery)
+            # OPTIONS (capability discovery) and the load balancer's /ready are exempt from both.
+            if method != "OPTIONS" and request.path != READY_PATH:
                 if client_certs:  # the TLS handshake already required a certificate of our CA
                     dock = certificate_identity(request.transport)
                     if dock is None and auth is None:
