@@ -34,6 +34,11 @@ from dockd.progress import ProgressBoard
 from dockd.sdnotify import Notifier, keep_alive
 from dockd.transport import tus
 from dockd.transport.bandwidth import Bandwidth, format_rate
+from dockd.transport.buffers import (
+    MemoryBudget,
+    return_freed_blocks_to_the_os,
+    stream_reservation,
+)
 from dockd.transport.uploader import Uploader
 
 log = structlog.get_logger()
@@ -160,6 +165,7 @@ class Daemon:
         # A new confirmation policy or receipt key applies now, not after a stored recheck time.
         journal.ask_again((State.UPLOADED, State.CONFIRMED))
         ignore_lease_breaks()
+        return_freed_blocks_to_the_os()  # else freed chunk buffers stay resident (buffers.py)
         connector = aiohttp.TCPConnector(
             ssl=self.credentials.ssl_context if self.credentials.ssl_context else True,
             limit=settings.upload.max_parallel * 2,
@@ -231,6 +237,7 @@ class Daemon:
             headers=self.credentials.headers,
             retry=retry,
             throttle=self.bandwidth.bucket.acquire,
+            memory=MemoryBudget(upload.memory_budget, stream_reservation(upload.chunk_size)),
         )
 
     async def _start_status(self, offloader: Offloader, journal: Journal) -> list[web.AppRunner]:

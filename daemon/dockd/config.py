@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from dockd.crypto.keys import AgeRecipient, KeyFileError
 from dockd.loopback import is_loopback
 from dockd.transport.bandwidth import Window, parse_rate, parse_window
+from dockd.transport.buffers import stream_reservation
 
 ConfirmPolicy = Literal["receipt", "offset"]
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
@@ -58,6 +59,9 @@ class ServerSettings:
 class UploadSettings:
     chunk_size: int = 8 << 20
     max_parallel: int = 4
+    # Chunk buffers of all uploads together (transport/buffers.py): each streaming upload takes
+    # 3 x chunk_size of it; uploads beyond that wait. Must hold at least one upload's share.
+    memory_budget: int = 64 << 20
     retry_attempts: int = 6
     retry_initial: float = 0.5
     retry_max: float = 30.0
@@ -345,7 +349,15 @@ def _read_upload(root: _Reader) -> UploadSettings:
         failure_backoff=up.number("failure_backoff", defaults.failure_backoff),
         failure_backoff_max=up.number("failure_backoff_max", defaults.failure_backoff_max),
         evidence_streak=up.integer("evidence_streak", defaults.evidence_streak, minimum=1),
+        memory_budget=up.size("memory_budget", defaults.memory_budget, minimum=1),
     )
+    share = stream_reservation(settings.chunk_size)
+    if settings.memory_budget < share:
+        raise up.error(
+            "memory_budget",
+            f"must hold at least one upload's buffers (3 x chunk_size = {share} bytes), "
+            f"got {settings.memory_budget}",
+        )
     up.reject_unknown()
     return settings
 

@@ -61,3 +61,38 @@ def test_bytes_past_the_committed_offset_are_dropped_on_restart(tmp_path):
         handle.write(b"never acknowledged")
     assert _recovered_offset(tmp_path, upload) == 1000
     assert store.data_path(upload).read_bytes() == b"z" * 1000
+
+
+def _commit_more(store: FileStore, upload: str, start: int, data: bytes) -> None:
+    writer = store.open_writer(upload, start)
+    try:
+        writer.write(data, start)
+        writer.commit(start + len(data), time.time() + 3600, store.new_hash())
+    finally:
+        writer.close()
+
+
+def test_a_commit_torn_by_a_power_cut_falls_back_to_the_previous_one(tmp_path):
+    store, upload = _upload_with_committed_bytes(tmp_path, b"a" * 1000)
+    _commit_more(store, upload, 1000, b"b" * 500)  # the second commit: offset 1500
+    state = store.state_path(upload)
+    content = bytearray(state.read_bytes())
+    newest = max((0, 512), key=lambda at: content[at + 8 : at + 16])  # the higher sequence
+    content[newest + 20] ^= 0xFF  # the sector of the newest record half written
+    state.write_bytes(bytes(content))
+    # That commit was never acknowledged (the 204 waits for its fdatasync): the previous holds.
+    assert _recovered_offset(tmp_path, upload) == 1000
+    assert store.data_path(upload).read_bytes() == b"a" * 1000
+    _commit_more(store, upload, 1000, b"c" * 10)  # and the upload goes on from there
+    assert _recovered_offset(tmp_path, upload) == 1010
+
+
+def test_a_state_file_in_the_old_json_format_is_resumed_and_converted(tmp_path):
+    store, upload = _upload_with_committed_bytes(tmp_path, b"d" * 1000)
+    expires = time.time() + 3600
+    store.state_path(upload).write_bytes(b'{"expires":%r,"offset":600}' % expires)
+    [state] = FileStore(tmp_path).recover()
+    assert (state.offset, state.expires) == (600, expires)
+    assert store.data_path(upload).stat().st_size == 600  # the unproven tail is dropped
+    _commit_more(store, upload, 600, b"e" * 400)  # in-place commits work on the converted file
+    assert _recovered_offset(tmp_path, upload) == 1000

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import os
 import time
 
+import crc32c
 import pytest
 from support.receiver import (
     OFFSET_STREAM,
@@ -35,7 +37,8 @@ async def test_options_advertises_capabilities_without_tus_resumable(tus: Tus, s
             "termination",
             "expiration",
         }
-        assert response.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
+        # crc32c first (the cheap one docks use), then the spec's sha1 and sha256 for others.
+        assert response.headers["Tus-Checksum-Algorithm"] == "crc32c,sha1,sha256"
         assert int(response.headers["Tus-Max-Size"]) == 1 << 40
 
 
@@ -170,12 +173,40 @@ async def test_checksum_mismatch_is_460_and_leaves_offset_and_bytes(tus: Tus, rx
     assert rx.stored_bytes(upload_id) == b"goodnicedata"
 
 
+def crc32c_header(data: bytes) -> str:
+    """`Upload-Checksum` as a crc32c client sends it, from an independent CRC32C implementation."""
+    return "crc32c " + base64.b64encode(crc32c.CRC32CHash(data).digest()).decode()
+
+
+async def test_a_crc32c_checked_chunk_is_stored_and_a_corrupted_one_counts_for_nothing(
+    tus: Tus, rx
+):
+    sent = os.urandom(2 << 20)
+    location = (await tus.create(len(sent) + 4)).headers["Location"]
+    assert (await tus.patch(location, 0, b"good", checksum=None)).status == 204
+    damaged = bytearray(sent)
+    damaged[len(damaged) // 2] ^= 0x01  # one bit flipped in transit
+    reply = await tus.patch(
+        location, 4, bytes(damaged), headers={"Upload-Checksum": crc32c_header(sent)}
+    )
+    assert reply.status == 460
+    assert reply.headers["Upload-Offset"] == "4"
+    assert (await tus.head(location)).offset == 4
+    upload_id = upload_id_of(location)
+    assert (rx.store_dir / "partial" / f"{upload_id}.bin").read_bytes() == b"good"
+
+    reply = await tus.patch(location, 4, sent, headers={"Upload-Checksum": crc32c_header(sent)})
+    assert reply.status == 204
+    assert rx.stored_bytes(upload_id) == b"good" + sent
+
+
 @pytest.mark.parametrize(
     "header",
     [
         "md5 " + base64.b64encode(hashlib.md5(b"x").digest()).decode(),  # unsupported algorithm
         "sha256 not-base64!",
         "sha256 " + base64.b64encode(b"short").decode(),  # wrong digest length
+        "crc32c " + base64.b64encode(b"\x00\x00\x00\x00\x00").decode(),  # CRC is 4 bytes
         "sha256",
     ],
 )

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import aiohttp
+import crc32c
 import pytest
 from dockd.crypto import receipt
 from dockd.transport.tus import (
@@ -51,7 +52,7 @@ async def test_upload_completes_with_a_receipt_that_matches_the_bytes(
 
 # Blocks over 1 MiB: aiohttp warns when handed such a body as raw bytes; the client streams it.
 @pytest.mark.filterwarnings("error::ResourceWarning")
-async def test_every_patch_carries_the_sha256_of_its_own_body(
+async def test_every_patch_carries_the_crc32c_of_its_own_body(
     client: TusClient, proxy: FaultProxy, receiver: InProcessReceiver
 ) -> None:
     data = os.urandom(3 * MIB)
@@ -63,11 +64,41 @@ async def test_every_patch_carries_the_sha256_of_its_own_body(
     for patch in patches:
         assert patch.offset is not None
         body = data[patch.offset : patch.offset + patch.declared_length]
-        expected = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        assert patch.headers["Upload-Checksum"] == f"sha256 {expected}"
+        # The 4-byte big-endian CRC32C (Castagnoli), base64: checked against an independent
+        # implementation, not the one the client uses.
+        expected = base64.b64encode(crc32c.CRC32CHash(body).digest()).decode()
+        assert patch.headers["Upload-Checksum"] == f"crc32c {expected}"
         assert patch.headers["Content-Type"] == "application/offset+octet-stream"
         assert patch.headers["Tus-Resumable"] == "1.0.0"
         assert "Transfer-Encoding" not in patch.headers  # a plain Content-Length body
+    assert receiver.stored_bytes(upload_id_of(url)) == data
+
+
+async def test_a_server_without_crc32c_gets_the_sha256_of_each_body(
+    client: TusClient, proxy: FaultProxy, receiver: InProcessReceiver
+) -> None:
+    # A tus server that offers only the spec's sha1 and sha256 (the receiver before crc32c).
+    proxy.queue(
+        "OPTIONS",
+        Answer(
+            204,
+            {
+                "Tus-Resumable": "1.0.0",
+                "Tus-Version": "1.0.0",
+                "Tus-Extension": "creation,checksum,termination",
+                "Tus-Checksum-Algorithm": "sha1,sha256",
+            },
+        ),
+    )
+    data = os.urandom(2 * MIB)
+    url = await client.create(len(data), {})
+    await send(client, url, len(data), Source(data).open)
+
+    for patch in proxy.requests("PATCH"):
+        assert patch.offset is not None
+        body = data[patch.offset : patch.offset + patch.declared_length]
+        expected = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        assert patch.headers["Upload-Checksum"] == f"sha256 {expected}"
     assert receiver.stored_bytes(upload_id_of(url)) == data
 
 

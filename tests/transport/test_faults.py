@@ -109,7 +109,10 @@ async def test_a_chunk_damaged_in_flight_is_refused_and_sent_again(
     assert final.receipt is not None
     signed = receipt.verify(final.receipt, receiver.public_key)
     assert signed.sha256 == hashlib.sha256(data).hexdigest()
-    assert [p.offset for p in proxy.requests("PATCH")] == [0, MIB, MIB, 2 * MIB]
+    patches = proxy.requests("PATCH")
+    assert [p.offset for p in patches] == [0, MIB, MIB, 2 * MIB]
+    # The damage was caught by the per-PATCH CRC32C, not by a costlier hash.
+    assert all(p.headers["Upload-Checksum"].startswith("crc32c ") for p in patches)
 
 
 async def test_checksum_mismatch_every_time_gives_up(client: TusClient, proxy: FaultProxy) -> None:

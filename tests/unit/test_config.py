@@ -36,6 +36,7 @@ def test_shipped_example_config_parses():
     settings = config.load(ROOT / "config" / "dockd.toml")
     assert settings.server.confirm == "receipt"
     assert settings.upload.chunk_size == 8 << 20
+    assert settings.upload.memory_budget == 64 << 20
     assert settings.model("bwv-x1") is not None
 
 
@@ -56,6 +57,11 @@ def test_minimal_config_defaults_and_relative_paths(tmp_path):
         (("max_parallel = 4", "max_parallel = 0"), "upload.max_parallel", ">= 1"),
         (("max_parallel = 4", 'max_parallel = "four"'), "upload.max_parallel", "integer"),
         (("max_parallel = 4", "max_paralel = 4"), "upload.max_paralel", "unknown key"),
+        (
+            ("max_parallel = 4", 'max_parallel = 4\nmemory_budget = "16MiB"'),
+            "upload.memory_budget",
+            "at least one upload's buffers (3 x chunk_size",
+        ),
         (('url = "http://127.0.0.1:1/files/"', 'url = "ftp://x/"'), "server.url", "http(s)"),
     ],
 )

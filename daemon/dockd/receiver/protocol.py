@@ -10,21 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from dockd import checksums
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = ("creation", "creation-with-upload", "checksum", "termination", "expiration")
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 
-# Per-chunk checksums the server verifies (the spec requires sha1; sha256 is what docks send).
-CHECKSUM_ALGORITHMS: Mapping[str, Callable[[], Any]] = {
-    "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256,
-}
+# Per-chunk checksums the server verifies, advertised in this order: crc32c (what docks send when
+# offered), then sha1 (the spec requires it) and sha256 (what older docks send).
+CHECKSUM_ALGORITHMS: Mapping[str, Callable[[], checksums.ChunkHasher]] = checksums.ALGORITHMS
 
 # A non-negative decimal integer that fits in 63 bits, with no sign, space or leading "+".
 _INTEGER = re.compile(r"[0-9]{1,18}")
@@ -134,7 +132,7 @@ class Checksum:
     algorithm: str
     digest: bytes
 
-    def new_hasher(self) -> Any:
+    def new_hasher(self) -> checksums.ChunkHasher:
         return CHECKSUM_ALGORITHMS[self.algorithm]()
 
 

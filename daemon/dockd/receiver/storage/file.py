@@ -4,7 +4,8 @@ touches descriptors, fsync, pwrite and posix_fadvise.
 Layout under STORE (directories 0700, files 0600)::
 
     partial/<id>.bin        bytes received so far; only [0, committed offset) counts
-    partial/<id>.state      {"offset", "expires"}: the committed offset, replaced atomically
+    partial/<id>.state      the committed offset and expiry: two checksummed slots, updated in
+                            place (`offset_record`)
     partial/<id>.json       creation info, written once; its presence means "created"
     complete/<id>.json.tmp  a completion in progress (recovery finishes it)
     complete/<id>.bin       the finished upload, renamed from partial/
@@ -14,8 +15,10 @@ Layout under STORE (directories 0700, files 0600)::
 Rules that make an acknowledgement mean something:
 
 * Bytes are fdatasync'd before the offset that covers them is committed, and the offset is
-  committed (tmp file, fsync, rename, fsync dir) before the client hears of it. A crash can
-  leave bytes past the committed offset (an interrupted PATCH): `recover` truncates them away.
+  committed (one slot of the state file overwritten, fdatasync) before the client hears of it:
+  two syncs per PATCH, no rename, no directory fsync (the state file's name was made durable at
+  creation). A crash can leave bytes past the committed offset (an interrupted PATCH): `recover`
+  truncates them away.
 * Completion writes the sidecar to a temporary name, moves the data into complete/, then renames
   the sidecar into place: whatever the crash point, `recover` either finishes the completion or
   leaves a consistent partial upload.
@@ -42,6 +45,7 @@ import structlog
 
 from dockd.durable import fsync_dir as _fsync_dir
 from dockd.durable import write_synced
+from dockd.receiver.storage import offset_record
 from dockd.receiver.storage.api import (
     ChunkWriter,
     CompletedUpload,
@@ -54,6 +58,7 @@ from dockd.receiver.storage.api import (
     Tombstone,
     is_upload_id,
 )
+from dockd.receiver.storage.offset_record import OffsetState
 
 log = structlog.get_logger("dockd.receiver.store")
 
@@ -107,14 +112,19 @@ def _unlink(path: Path) -> None:
 class FileChunkWriter:
     """A chunk being written into `partial/<id>.bin`: pwrite, then fdatasync + state commit.
 
-    Owns the descriptor for one request; only bytes covered by a `commit` survive a restart.
+    Owns the descriptors (data and state file) for one request; only bytes covered by a
+    `commit` survive a restart.
     """
 
     def __init__(self, store: FileStore, upload: str, offset: int) -> None:
-        self._store = store
         self._upload = upload
         self._committed = offset
         self._fd = _open_for_writing(store.data_path(upload))
+        try:
+            self._state_fd, self._state = _open_state(store.state_path(upload))
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def write(self, data: bytes, position: int) -> None:  # worker thread
         try:
@@ -134,7 +144,7 @@ class FileChunkWriter:
         # would push useful pages out. Done after the sync, where it is cheap; on dirty
         # pages (per write) it cost ~2 ms/MiB on the request's critical path.
         os.posix_fadvise(self._fd, chunk_start, offset - chunk_start, os.POSIX_FADV_DONTNEED)
-        self._store.commit_offset(self._upload, offset, expires)
+        self._state = offset_record.commit(self._state_fd, self._state, offset, expires)
         self._committed = offset
 
     @_store_errors
@@ -144,11 +154,26 @@ class FileChunkWriter:
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._state_fd)
 
 
 @_store_errors
 def _open_for_writing(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+
+
+@_store_errors
+def _open_state(path: Path) -> tuple[int, OffsetState]:
+    """The state file, open for in-place commits, with the record it holds now."""
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        state = offset_record.read_fd(fd)
+        if state is None or state.legacy:  # `recover` rewrites both before any writer exists
+            raise StoreError(f"{path.name}: no committed offset in the current format")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, state
 
 
 def _translated(exc: OSError) -> StoreError:
@@ -183,6 +208,9 @@ class FileStore:
     def sidecar_path(self, upload: str) -> Path:
         return self._path(self.complete_dir, upload, ".json")
 
+    def state_path(self, upload: str) -> Path:
+        return self._path(self.partial_dir, upload, ".state")
+
     # -- lifecycle --
 
     def describe(self) -> str:
@@ -213,7 +241,7 @@ class FileStore:
     def create(self, info: CreationInfo, expires: float) -> None:
         """Make a new upload durable: empty data file and state first, creation info last."""
         data = self.data_path(info.upload)
-        state = self._path(self.partial_dir, info.upload, ".state")
+        state = self.state_path(info.upload)
         created = self._path(self.partial_dir, info.upload, ".json")
         fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
         try:
@@ -222,7 +250,7 @@ class FileStore:
             os.close(fd)
         state_tmp = state.with_name(state.name + ".tmp")
         created_tmp = created.with_name(created.name + ".tmp")
-        _write_durably(state_tmp, _json_bytes({"offset": 0, "expires": expires}))
+        _write_durably(state_tmp, offset_record.initial_file(0, expires))
         _write_durably(created_tmp, _json_bytes(asdict(info)))
         os.rename(state_tmp, state)
         os.rename(created_tmp, created)
@@ -232,11 +260,13 @@ class FileStore:
         # One process owns a file store: there is no other lock holder to fence off.
         return FileChunkWriter(self, upload, offset)
 
-    def commit_offset(self, upload: str, offset: int, expires: float) -> None:
-        """Durably record the committed offset. Call only after the bytes are synced."""
-        state = self._path(self.partial_dir, upload, ".state")
+    def replace_state(self, upload: str, offset: int, expires: float) -> None:
+        """Write a fresh state file (temp name, fsync, rename, directory fsync): for recovery,
+        which resets an offset or converts the old JSON format. Call only after the bytes are
+        synced. Chunk commits update the file in place instead (`FileChunkWriter.commit`)."""
+        state = self.state_path(upload)
         tmp = state.with_name(state.name + ".tmp")
-        _write_durably(tmp, _json_bytes({"offset": offset, "expires": expires}))
+        _write_durably(tmp, offset_record.initial_file(offset, expires))
         os.rename(tmp, state)
         _fsync_dir(self.partial_dir)
 
@@ -390,6 +420,16 @@ class FileStore:
                 self._remove_partial_files(upload)
         return partials
 
+    def _read_state(self, upload: str) -> OffsetState | None:
+        try:
+            content = self.state_path(upload).read_bytes()
+        except FileNotFoundError:
+            return None
+        state = offset_record.parse(content)
+        if state is None:
+            log.error("store.unreadable_offset_record", upload=upload)
+        return state
+
     def _recover_completion(self, pending: Path) -> None:
         upload = pending.name.removesuffix(".json.tmp")
         if not is_upload_id(upload):
@@ -419,9 +459,12 @@ class FileStore:
             log.error("store.unreadable_creation_info", upload=upload)
             return None
         info = CreationInfo.from_json(created)
-        state = _read_json(self._path(self.partial_dir, upload, ".state")) or {}
-        offset = int(state.get("offset", 0))
-        expires = float(state.get("expires", 0.0))
+        state = self._read_state(upload)
+        offset, expires = (state.offset, state.expires) if state is not None else (0, 0.0)
+        if state is None or state.legacy:
+            # No record (only a disk that lost synced data gets here) or the old JSON format:
+            # write the current format before any writer updates it in place.
+            self.replace_state(upload, offset, expires)
         data = self.data_path(upload)
         try:
             size = data.stat().st_size
@@ -433,7 +476,7 @@ class FileStore:
             # Only a disk that lost synced data gets here; resume from what is really there.
             log.error("store.data_shorter_than_committed", upload=upload, offset=offset, size=size)
             offset = size
-            self.commit_offset(upload, offset, expires)
+            self.replace_state(upload, offset, expires)
         if size > offset:
             os.truncate(data, offset)  # bytes of an interrupted PATCH were never acknowledged
             log.info("store.truncated_unacknowledged_bytes", upload=upload, dropped=size - offset)

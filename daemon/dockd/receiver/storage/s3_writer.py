@@ -22,17 +22,30 @@ import hashlib
 import tempfile
 import uuid
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import structlog
 
 from dockd.receiver.storage.api import RunningHash, StoreError
+from dockd.receiver.storage.s3_config import S3Settings
 from dockd.receiver.storage.s3_errors import s3_call, s3_required
 from dockd.receiver.storage.s3_hash import export_state
-from dockd.receiver.storage.s3_state import PartRecord, S3UploadState
+from dockd.receiver.storage.s3_state import PartRecord, S3UploadState, UploadStateBackend
 
-if TYPE_CHECKING:
-    from dockd.receiver.storage.s3 import S3Store
+
+class WriterHost(Protocol):
+    """What a writer needs from the S3 store that made it (a Protocol, so this module does not
+    import s3.py, which imports this one)."""
+
+    client: Any
+    settings: S3Settings
+    states: UploadStateBackend
+    spool_dir: str | None
+
+    def part_size_of(self, state: S3UploadState) -> int: ...
+    def delete_quietly(self, bucket: str, key: str) -> None: ...
+    def read_tail_into(self, state: S3UploadState, spool: Spool) -> None: ...
+
 
 log = structlog.get_logger("dockd.receiver.store")
 
@@ -83,7 +96,7 @@ class Spool:
 class S3ChunkWriter:
     """Appends one request's bytes at the committed offset of an unfinished upload."""
 
-    def __init__(self, store: S3Store, state: S3UploadState, fence: int | None) -> None:
+    def __init__(self, store: WriterHost, state: S3UploadState, fence: int | None) -> None:
         self._store = store
         self._state = state
         self._fence = fence
