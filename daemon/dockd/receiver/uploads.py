@@ -547,9 +547,19 @@ class UploadCoordinator:
         if removed:
             log.info("store.tombstones_removed", count=removed)
 
+    def _forget_idle(self) -> None:
+        """Multi-node: this node's `Upload`s are only a cache of the shared state, and uploads
+        finished on other nodes would otherwise stay in it for ever (bounded memory). Those no
+        request holds are dropped; the next request builds its `Upload` afresh. (A request
+        between `find` and taking the local lock cannot be caught here: nothing awaits there.)"""
+        dropped = _forget_idle_uploads(self._uploads)
+        if dropped:
+            log.debug("uploads.cache_trimmed", dropped=dropped)
+
     async def _sweep_shared(self, shared: SharedStore, now: float, tombstone_ttl: float) -> None:
         """Multi-node: one node at a time sweeps, every unfinished upload of the shared state
         (not only those this node has seen)."""
+        self._forget_idle()
         try:
             turn = await run_blocking(
                 functools.partial(
@@ -571,6 +581,14 @@ class UploadCoordinator:
             await self._sweep_tombstones(now - tombstone_ttl)
         finally:
             await run_blocking(turn.release)
+
+
+def _forget_idle_uploads(uploads: dict[str, Upload]) -> int:
+    """Drop the uploads no request here is changing; return how many (see `_forget_idle`)."""
+    idle = [upload_id for upload_id, upload in uploads.items() if not upload.lock.locked()]
+    for upload_id in idle:
+        del uploads[upload_id]
+    return len(idle)
 
 
 def _let_go(upload: Upload) -> None:
