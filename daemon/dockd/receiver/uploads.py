@@ -38,6 +38,7 @@ from dockd.crypto import receipt
 from dockd.receiver.chunks import INTERRUPTED_STATUS, ChunkStorer
 from dockd.receiver.protocol import Checksum, ProtocolError
 from dockd.receiver.quota import Quotas, Reservation, check_creation
+from dockd.receiver.refusals import storage_refusal
 from dockd.receiver.shared.capability import PartsReplaced, SharedStore
 from dockd.receiver.storage.api import (
     CompletedUpload,
@@ -88,6 +89,7 @@ class UploadCoordinator:
         self._uploads: dict[str, Upload] = {}
         # Several nodes over one store: None in the single-node default.
         self._shared: SharedStore | None = store if isinstance(store, SharedStore) else None
+        self._creating: set[str] = set()  # multi-node: created here, maybe not in the state yet
         self.stopping = False
         self._chunks = ChunkStorer(
             store,
@@ -247,24 +249,22 @@ class UploadCoordinator:
         # Asked before the check: from the check to the registration below nothing may await,
         # or creations racing this one would not see each other's reservations.
         free = await run_blocking(self.store.free_bytes)
+        reserved = await self._reservations(info.dock)
         expires = time.time() + self._expire_after
         check_creation(
-            self._quotas,
-            dock=info.dock,
-            length=info.length,
-            unfinished=(
-                Reservation(u.info.dock, u.length, u.offset) for u in self._uploads.values()
-            ),
-            free=free,
+            self._quotas, dock=info.dock, length=info.length, unfinished=reserved, free=free
         )
         upload = Upload(info, 0, expires, hasher=self.store.new_hash())
         # Registered before the first await, so creations racing this one count it.
         self._uploads[upload.id] = upload
+        self._creating.add(upload.id)
         try:
             await run_blocking(self.store.create, info, expires)
         except StoreError as exc:
             self._uploads.pop(upload.id, None)
             raise refusal_at(exc, upload, 0) from None
+        finally:
+            self._creating.discard(upload.id)
         log.info(
             "upload.created",
             upload=upload.id,
@@ -277,6 +277,27 @@ class UploadCoordinator:
             async with upload.lock, self._shared_lock(upload) as fence:
                 await self._complete(upload, fence)
         return upload
+
+    async def _reservations(self, dock: str | None) -> list[Reservation]:
+        """What the quotas count: this node's unfinished uploads, or in multi-node mode the
+        dock's uploads in the shared state (every node's) plus creations still in progress here.
+        Two nodes creating for one dock at the same instant may each miss the other's: a dock
+        can pass its count by at most the number of nodes minus one."""
+        if self._shared is None:
+            return [Reservation(u.info.dock, u.length, u.offset) for u in self._uploads.values()]
+        try:
+            theirs = await run_blocking(self._shared.unfinished_of, dock)
+        except StoreError as exc:
+            raise storage_refusal(exc, what="the upload was not created") from None
+        known = {p.info.upload for p in theirs}
+        pending = [
+            self._uploads[upload_id]
+            for upload_id in self._creating
+            if upload_id in self._uploads and upload_id not in known
+        ]
+        return [Reservation(p.info.dock, p.info.length, p.offset) for p in theirs] + [
+            Reservation(u.info.dock, u.length, u.offset) for u in pending
+        ]
 
     async def apply_chunk(
         self,

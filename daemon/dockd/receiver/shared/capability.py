@@ -40,3 +40,7 @@ class SharedStore(Locker, Protocol):
     def unfinished(self) -> Iterator[PartialState]:
         """Every unfinished upload's committed state (the sweeper's list)."""
         ...
+
+    def unfinished_of(self, dock: str | None) -> list[PartialState]:
+        """The unfinished uploads of one dock, on every node (its quotas count them all)."""
+        ...

@@ -18,7 +18,7 @@ from dockd.receiver.shared.connection import PgPool, PgSettings
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.schema import migrate
 from dockd.receiver.shared.state import PgStateBackend
-from dockd.receiver.storage.api import StoreUnavailable
+from dockd.receiver.storage.api import PartialState, StoreUnavailable
 from dockd.receiver.storage.s3 import S3Store
 from dockd.receiver.storage.s3_state import S3UploadState
 
@@ -29,11 +29,12 @@ class SharedS3Store(S3Store):
     """`S3Store` + `PgStateBackend` + `PgLocker`: one of several nodes over the same store."""
 
     def __init__(self, base: S3Store, pool: PgPool, locker: PgLocker) -> None:
+        self._pg_states = PgStateBackend(pool, S3UploadState.from_json)
         super().__init__(
             base.settings,
             client=base.client,
             retention=base.retention,
-            states=PgStateBackend(pool, S3UploadState.from_json),
+            states=self._pg_states,
             spool_dir=base.spool_dir,
             orphan_age=base.orphan_age,
         )
@@ -55,6 +56,9 @@ class SharedS3Store(S3Store):
 
     def acquire(self, upload: str, *, timeout: float, release_requested: Callable[[], None]) -> Any:
         return self.locker.acquire(upload, timeout=timeout, release_requested=release_requested)
+
+    def unfinished_of(self, dock: str | None) -> list[PartialState]:
+        return [PartialState(s.info, s.offset, s.expires) for s in self._pg_states.of_dock(dock)]
 
     def close(self) -> None:
         """Stop renewing leases (those held run out) and close the pool."""

@@ -1,6 +1,7 @@
-"""Multi-node mode keeps this node's `Upload`s only as a cache of the shared state: uploads no
-request holds are dropped at each sweep, so uploads finished on other nodes cannot pile up
-(bounded memory). In-process, with an in-memory store posing as a shared one (no services)."""
+"""The coordinator's multi-node mode in-process, on an in-memory store posing as a shared one
+(no services): its `Upload`s are only a cache of the shared state (dropped when idle at each
+sweep, so uploads finished on other nodes cannot pile up), and per-dock quotas count every
+node's uploads."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from dockd.receiver.protocol import ProtocolError
+from dockd.receiver.quota import Quotas
 from dockd.receiver.storage.api import (
     CreationInfo,
     PartialState,
@@ -54,26 +58,36 @@ class SharedMemoryStore(MemoryStore):
     def unfinished(self) -> Iterator[PartialState]:
         yield from self.recover()
 
+    def unfinished_of(self, dock: str | None) -> list[PartialState]:
+        return [p for p in self.recover() if p.info.dock == dock]
+
     def running_hash(self, upload: str, offset: int, *, fence: int | None = None) -> RunningHash:
         return super().running_hash(upload, offset)
 
 
-def info() -> CreationInfo:
+def info(dock: str | None = None) -> CreationInfo:
     return CreationInfo(
         upload=new_upload_id(),
         length=10,
         metadata_header="",
         metadata={},
         created=rfc3339(dt.datetime.now(dt.UTC)),
-        dock=None,
+        dock=dock,
+    )
+
+
+def node(medium: MemoryMedium, quotas: Quotas = Quotas()) -> UploadCoordinator:  # noqa: B008
+    return UploadCoordinator(
+        SharedMemoryStore(medium),
+        Ed25519PrivateKey.generate(),
+        expire_after=3600,
+        idle_timeout=5,
+        quotas=quotas,
     )
 
 
 async def test_uploads_seen_here_are_forgotten_at_the_sweep_once_idle() -> None:
-    store = SharedMemoryStore(MemoryMedium())
-    coordinator = UploadCoordinator(
-        store, Ed25519PrivateKey.generate(), expire_after=3600, idle_timeout=5
-    )
+    coordinator = node(MemoryMedium())
     created = [await coordinator.create(info()) for _ in range(5)]
     for upload in created:  # as other nodes' requests would make this node see them
         assert await coordinator.find(upload.id) is not None
@@ -82,3 +96,15 @@ async def test_uploads_seen_here_are_forgotten_at_the_sweep_once_idle() -> None:
     assert coordinator.unfinished() == []
     found = await coordinator.find(created[0].id)  # still served, from the shared state
     assert found is not None and found.id == created[0].id  # type: ignore[union-attr]
+
+
+async def test_a_docks_upload_count_is_counted_over_every_node() -> None:
+    medium = MemoryMedium()
+    quotas = Quotas(max_uploads_per_dock=2)
+    first, second = node(medium, quotas), node(medium, quotas)
+    await first.create(info("dock-1"))
+    await first.create(info("dock-1"))
+    with pytest.raises(ProtocolError) as refused:
+        await second.create(info("dock-1"))
+    assert refused.value.status == 429
+    await second.create(info("dock-2"))  # another dock is not held back
