@@ -18,7 +18,7 @@ from dockd.receiver.shared.connection import PgPool, PgSettings
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.schema import migrate
 from dockd.receiver.shared.state import PgStateBackend
-from dockd.receiver.storage.api import PartialState, StoreUnavailable
+from dockd.receiver.storage.api import CompletedUpload, PartialState, StoreUnavailable
 from dockd.receiver.storage.s3 import S3Store
 from dockd.receiver.storage.s3_state import S3UploadState
 
@@ -57,6 +57,21 @@ class SharedS3Store(S3Store):
     def acquire(self, upload: str, *, timeout: float, release_requested: Callable[[], None]) -> Any:
         return self.locker.acquire(upload, timeout=timeout, release_requested=release_requested)
 
+    def recover_completion(self, record: CompletedUpload) -> None:
+        """At start, a `completing/` record may be another node's completion in progress, not
+        a crash's leftover: finish it only under the upload's lock, taken without waiting (a
+        live holder finishes it itself; a dead one's lease has run out)."""
+        try:
+            lock = self.locker.acquire(record.upload, timeout=0.0, release_requested=_ignore)
+        except StoreUnavailable:
+            log.info("shared.completion_left_to_its_holder", upload=record.upload)
+            return
+        try:
+            self._finish_completion(record, fence=lock.fence)
+            log.info("s3.completion_finished_on_recovery", upload=record.upload)
+        finally:
+            lock.release()
+
     def unfinished_of(self, dock: str | None) -> list[PartialState]:
         return [PartialState(s.info, s.offset, s.expires) for s in self._pg_states.of_dock(dock)]
 
@@ -64,6 +79,10 @@ class SharedS3Store(S3Store):
         """Stop renewing leases (those held run out) and close the pool."""
         self.locker.close()
         self.pool.close()
+
+
+def _ignore() -> None:
+    """A start-up recovery has no body to cut off when another request asks for the lock."""
 
 
 def open_shared_store(base: S3Store, dsn: str, *, node: str, lease_seconds: float) -> SharedS3Store:

@@ -247,15 +247,20 @@ class S3Store:
                 self.delete_quietly(self.settings.work_bucket, key)
                 continue
             try:
-                self._finish_completion(CompletedUpload.from_json(data), fence=None)
+                self.recover_completion(CompletedUpload.from_json(data))
             except PartsReplaced:
                 continue  # stays unfinished; the coordinator ends it (410) at its completion
-            log.info("s3.completion_finished_on_recovery", upload=upload)
         self._abort_orphan_multiparts(time.time() - self.orphan_age)
         return sorted(
             (PartialState(s.info, s.offset, s.expires) for s in self.states.all()),
             key=lambda partial: partial.info.upload,
         )
+
+    def recover_completion(self, record: CompletedUpload) -> None:
+        """Finish a completion a crash interrupted (its `completing/` record is there). One
+        process owns this store, so nothing else can be completing it now."""
+        self._finish_completion(record, fence=None)
+        log.info("s3.completion_finished_on_recovery", upload=record.upload)
 
     def _abort_orphan_multiparts(self, initiated_before: float) -> None:
         """Abort multipart uploads under clips/ that no state names: a crash between
