@@ -5,6 +5,7 @@ node's uploads."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from dockd.receiver.storage.api import (
     CreationInfo,
     PartialState,
     RunningHash,
+    StoreUnavailable,
     new_upload_id,
     rfc3339,
 )
@@ -35,21 +37,24 @@ class _Lock:
 
 
 class SharedMemoryStore(MemoryStore):
-    """A `SharedStore` over the memory medium: one process, so a plain lock is the lease."""
+    """A `SharedStore` over the memory medium: one process, so a plain lock per upload is the
+    lease."""
 
     lock_timeout = 1.0
 
     def __init__(self, medium: MemoryMedium) -> None:
         super().__init__(medium)
-        self._guard = threading.Lock()
+        self.locks: dict[str, threading.Lock] = {}
         self._fence = 0
 
     def acquire(
         self, upload: str, *, timeout: float, release_requested: Callable[[], None]
     ) -> _Lock:
-        assert self._guard.acquire(timeout=timeout)
+        lock = self.locks.setdefault(upload, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            raise StoreUnavailable("upload is busy on another request", retry_after=1)
         self._fence += 1
-        return _Lock(self._fence, self._guard.release)
+        return _Lock(self._fence, lock.release)
 
     def partial(self, upload: str) -> PartialState | None:
         found = self.medium.unfinished.get(upload)
@@ -108,3 +113,27 @@ async def test_a_docks_upload_count_is_counted_over_every_node() -> None:
         await second.create(info("dock-1"))
     assert refused.value.status == 429
     await second.create(info("dock-2"))  # another dock is not held back
+
+
+async def test_requests_waiting_for_locks_held_elsewhere_do_not_starve_the_nodes_other_requests() -> (
+    None
+):
+    """A node that died holding many uploads' locks: until their leases run out, requests for
+    them wait here, more of them than the default executor has threads (min(32, cores + 4))."""
+    store = SharedMemoryStore(MemoryMedium())
+    store.lock_timeout = 5.0
+    coordinator = UploadCoordinator(
+        store, Ed25519PrivateKey.generate(), expire_after=3600, idle_timeout=5
+    )
+    uploads = [await coordinator.create(info()) for _ in range(40)]
+    for upload in uploads:  # "another node" holds every one of them
+        store.acquire(upload.id, timeout=1, release_requested=lambda: None)
+    waiting = [asyncio.ensure_future(coordinator.terminate(upload)) for upload in uploads]
+    await asyncio.sleep(0.2)  # all of them are waiting now
+    try:
+        fresh = await asyncio.wait_for(coordinator.create(info()), timeout=2)
+        assert fresh.offset == 0
+    finally:
+        for upload in uploads:
+            store.locks[upload.id].release()
+        await asyncio.gather(*waiting, return_exceptions=True)

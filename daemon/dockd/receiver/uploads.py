@@ -28,7 +28,8 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 from aiohttp import StreamReader
@@ -48,10 +49,11 @@ from dockd.receiver.storage.api import (
     StoreError,
     StoreUnavailable,
     Tombstone,
+    UploadLock,
     UploadStore,
     rfc3339,
 )
-from dockd.receiver.threads import run_blocking
+from dockd.receiver.threads import run_blocking, wait_through_cancellation
 from dockd.receiver.upload_state import SUPERSEDE_GRACE, ChunkResult, Upload, refusal_at
 
 log = structlog.get_logger("dockd.receiver")
@@ -59,6 +61,8 @@ log = structlog.get_logger("dockd.receiver")
 # The shared lock that lets one node at a time sweep expired uploads (not an upload id, so it
 # can never be an upload's lease).
 SWEEPER_LOCK = "dockd-sweeper"
+# Requests of one node that may wait for a shared lock at once; more queue for a thread.
+LOCK_WAITERS = 64
 
 
 def _short(value: str | None) -> str | None:
@@ -90,6 +94,8 @@ class UploadCoordinator:
         # Several nodes over one store: None in the single-node default.
         self._shared: SharedStore | None = store if isinstance(store, SharedStore) else None
         self._creating: set[str] = set()  # multi-node: created here, maybe not in the state yet
+        # Multi-node: threads that only wait for shared locks (mostly asleep between polls).
+        self._lock_waiters = ThreadPoolExecutor(LOCK_WAITERS, thread_name_prefix="lock-wait")
         self.stopping = False
         self._chunks = ChunkStorer(
             store,
@@ -217,7 +223,7 @@ class UploadCoordinator:
         def release_requested() -> None:  # from the locker's threads
             loop.call_soon_threadsafe(_let_go, upload)
 
-        lock = await run_blocking(
+        lock = await self._acquire(
             functools.partial(
                 shared.acquire,
                 upload.id,
@@ -230,6 +236,19 @@ class UploadCoordinator:
             yield lock.fence
         finally:
             await run_blocking(lock.release)
+
+    async def _acquire(self, acquire: Callable[[], UploadLock]) -> UploadLock:
+        """Wait for a shared lock on the lock waiters' own threads: a lock held by a dead node
+        is waited for up to a lease, and waiters on the store's threads (the default executor,
+        a handful on a small machine) would stall every other request of this node meanwhile.
+        A cancellation meanwhile still waits for the outcome, and lets go of a lock it got."""
+        future = asyncio.get_running_loop().run_in_executor(self._lock_waiters, acquire)
+        try:
+            return await wait_through_cancellation(future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                await run_blocking(future.result().release)
+            raise
 
     async def _reload(self, shared: SharedStore, upload: Upload) -> None:
         partial = await run_blocking(shared.partial, upload.id)
