@@ -44,6 +44,7 @@ from dockd.receiver.shared.capability import PartsReplaced, SharedStore
 from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
+    Fenced,
     PartialState,
     RunningHash,
     StoreError,
@@ -339,7 +340,7 @@ class UploadCoordinator:
             try:
                 async with self._shared_lock(upload) as fence:
                     if fence is not None:
-                        await self._check_after_reload(upload, generation)
+                        await self._check_after_reload(upload, generation, fence)
                         if upload.completed is not None:
                             return self.chunk_on_completed(upload.completed, offset, content_length)
                     return await self._apply_locked(
@@ -356,11 +357,11 @@ class UploadCoordinator:
                     raise  # as ever: the middleware's refusal
                 raise refusal_at(exc, upload, upload.offset) from None
 
-    async def _check_after_reload(self, upload: Upload, generation: int) -> None:
+    async def _check_after_reload(self, upload: Upload, generation: int, fence: int) -> None:
         """Multi-node, under both locks: the upload may have expired or moved on elsewhere."""
         self._check_still_current(upload, generation)
         if upload.completed is None and self._past_expiry(upload, time.time()):
-            await self._expire_locked(upload)
+            await self._expire_locked(upload, fence)
             self._check_still_current(upload, generation)  # 410
 
     async def _apply_locked(
@@ -444,7 +445,7 @@ class UploadCoordinator:
         try:
             await self._complete(upload, fence)
         except PartsReplaced:
-            await self._end_spoiled(upload)
+            await self._end_spoiled(upload, fence)
             raise ProtocolError(
                 410, "upload cannot be completed (a stored part was replaced): send it again"
             ) from None
@@ -491,12 +492,12 @@ class UploadCoordinator:
             dock=info.dock,
         )
 
-    async def _end_spoiled(self, upload: Upload) -> None:
+    async def _end_spoiled(self, upload: Upload, fence: int | None) -> None:
         """An upload whose stored parts are not the committed ones (`PartsReplaced`): no receipt
         can ever be given for it, so it ends as an expired one does (tombstone, 410) and the dock
         uploads the clip again. Caller holds the lock(s)."""
         log.error("upload.parts_replaced", upload=upload.id, length=upload.length)
-        await self._expire_locked(upload)
+        await self._expire_locked(upload, fence)
 
     async def finish_pending_completion(self, upload: Upload) -> CompletedUpload | None:
         """Complete an upload whose bytes are all committed but whose completion failed or was
@@ -514,7 +515,7 @@ class UploadCoordinator:
                         ):
                             await self._complete(upload, fence)
                 except PartsReplaced:
-                    await self._end_spoiled(upload)
+                    await self._end_spoiled(upload, fence)
                 except StoreError as exc:
                     log.error("upload.completion_failed", upload=upload.id, error=str(exc))
         return upload.completed
@@ -527,13 +528,19 @@ class UploadCoordinator:
             if upload.completed is not None:
                 raise _completed_refusal()
             try:
-                async with self._shared_lock(upload):
+                async with self._shared_lock(upload) as fence:
                     self._check_still_current(upload, generation)
                     if upload.completed is not None:
                         raise _completed_refusal()
+                    if self._shared is not None:  # first: a Fenced node ends nothing
+                        terminate = functools.partial(
+                            self._shared.terminate, upload.id, fence=fence
+                        )
+                        await run_blocking(terminate)
                     upload.gone = "terminated"
                     self._uploads.pop(upload.id, None)
-                    await run_blocking(self.store.terminate, upload.id)
+                    if self._shared is None:
+                        await run_blocking(self.store.terminate, upload.id)
             except StoreError as exc:
                 raise refusal_at(exc, upload, upload.offset) from None
         log.info("upload.terminated", upload=upload.id, offset=upload.offset)
@@ -548,13 +555,13 @@ class UploadCoordinator:
                 return
             try:
                 # Not waiting: an upload someone is changing is not idle.
-                async with self._shared_lock(upload, wait=0.0):
+                async with self._shared_lock(upload, wait=0.0) as fence:
                     if (
                         upload.gone is None
                         and upload.completed is None
                         and self._past_expiry(upload, time.time())
                     ):
-                        await self._expire_locked(upload)
+                        await self._expire_locked(upload, fence)
             except StoreError as exc:
                 log.info("upload.expiry_postponed", upload=upload.id, error=str(exc))
 
@@ -562,7 +569,22 @@ class UploadCoordinator:
     def _past_expiry(upload: Upload, now: float) -> bool:
         return upload.expires <= now and upload.offset < upload.length
 
-    async def _expire_locked(self, upload: Upload) -> None:
+    async def _expire_locked(self, upload: Upload, fence: int | None = None) -> None:
+        if self._shared is not None and fence is not None:
+            expire = functools.partial(
+                self._shared.expire, upload.id, upload.info.dock, fence=fence
+            )
+            try:
+                await run_blocking(expire)
+            except Fenced:
+                log.warning("upload.expiry_fenced", upload=upload.id)
+                return  # taken over by another node: not this one's to end
+            except StoreError as exc:
+                log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
+            upload.gone = "expired"
+            self._uploads.pop(upload.id, None)
+            log.info("upload.expired", upload=upload.id, offset=upload.offset, length=upload.length)
+            return
         upload.gone = "expired"
         self._uploads.pop(upload.id, None)
         try:

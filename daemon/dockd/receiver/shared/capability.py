@@ -41,6 +41,14 @@ class SharedStore(Locker, Protocol):
         """Every unfinished upload's committed state (the sweeper's list)."""
         ...
 
+    def terminate(self, upload: str, *, fence: int | None = None) -> None:
+        """`UploadStore.terminate`, raising `Fenced` if the lock was taken over."""
+        ...
+
+    def expire(self, upload: str, dock: str | None, *, fence: int | None = None) -> None:
+        """`UploadStore.expire`, raising `Fenced` if the lock was taken over."""
+        ...
+
     def unfinished_of(self, dock: str | None) -> list[PartialState]:
         """The unfinished uploads of one dock, on every node (its quotas count them all)."""
         ...

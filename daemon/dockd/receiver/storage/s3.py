@@ -542,20 +542,24 @@ class S3Store:
 
     # -- ending unfinished uploads --
 
-    def terminate(self, upload: str) -> None:
-        state = self.states.load(self._checked(upload))
+    def terminate(self, upload: str, *, fence: int | None = None) -> None:
+        """Delete an unfinished upload. With the shared lock's `fence` (multi-node), a holder
+        whose lock was taken over is refused first (`Fenced`), as for a write."""
+        self.states.check_fence(self._checked(upload), fence=fence)
+        state = self.states.load(upload)
         if state is not None:
             self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
         self.states.delete(upload)
 
-    def expire(self, upload: str, dock: str | None) -> None:
+    def expire(self, upload: str, dock: str | None, *, fence: int | None = None) -> None:
+        self.states.check_fence(self._checked(upload), fence=fence)  # as for terminate
         self._put_json(
             self.settings.work_bucket,
             self._tombstone_key(upload),
             {"reason": "expired", "at": time.time(), "dock": dock},
         )
-        self.terminate(upload)
+        self.terminate(upload)  # the fence was checked above
 
     def _abort_quietly(self, upload: str, key: str, multipart_id: str) -> None:
         try:

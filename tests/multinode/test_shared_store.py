@@ -1,5 +1,8 @@
-"""A node starting while another completes an upload must not finish that completion beside it:
-at start a `completing/` record is finished only under the upload's lock (real RGW and PostgreSQL)."""
+"""The multi-node store on real RGW and PostgreSQL: what a node does without a request's lock.
+
+A node starting while another completes an upload must not finish that completion beside it (at
+start a `completing/` record is finished only under the upload's lock), and a node whose lock was
+taken over cannot end the upload (termination and expiry check the fence first)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,13 @@ from dataclasses import asdict
 import pytest
 from cluster import PART
 from dockd.receiver.shared.store import SharedS3Store, open_shared_store
-from dockd.receiver.storage.api import CompletedUpload, CreationInfo, new_upload_id, rfc3339
+from dockd.receiver.storage.api import (
+    CompletedUpload,
+    CreationInfo,
+    Fenced,
+    new_upload_id,
+    rfc3339,
+)
 from dockd.receiver.storage.s3 import S3Store
 from support.ceph import CephCluster
 from support.postgres import PostgresServer
@@ -66,3 +75,24 @@ def test_a_completion_in_progress_on_another_node_is_left_to_it_at_start(
     assert starting.load_completed(upload) == record
     with starting.open_completed(upload) as stored:
         assert stored.read() == data
+
+
+def test_a_node_whose_lock_was_taken_over_cannot_terminate_or_expire_the_upload(
+    two_nodes: list[SharedS3Store],
+) -> None:
+    stale, current = two_nodes
+    upload = new_upload_id()
+    info = CreationInfo(upload, PART, "", {}, rfc3339(dt.datetime.now(dt.UTC)), None)
+    stale.create(info, time.time() + 3600)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    old_fence = old.fence
+    old.release()  # as if its lease ran out while it stalled
+    new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    with pytest.raises(Fenced):
+        stale.terminate(upload, fence=old_fence)
+    with pytest.raises(Fenced):
+        stale.expire(upload, None, fence=old_fence)
+    assert current.partial(upload) is not None
+    assert current.load_tombstone(upload) is None
+    current.terminate(upload, fence=new.fence)
+    assert current.partial(upload) is None
