@@ -27,6 +27,7 @@ from dockd.receiver.app import LISTEN_BACKLOG, ReceiverSettings, start
 from dockd.receiver.auth import load_tokens
 from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
+from dockd.receiver.retention import options as retention_options
 from dockd.receiver.storage import open_store
 from dockd.receiver.storage.api import StoreError
 
@@ -199,6 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    retention_options.add_arguments(parser)  # --retention-days, --audit-dir (S3 store)
 
 
 def _positive_int(text: str) -> int:
