@@ -322,3 +322,30 @@ def test_routine_footage_expires_evidence_stays_and_each_expiry_is_audited_once(
             (json.dumps(record, sort_keys=True, separators=(",", ":")), seq),
         )
     assert main(audit) == 1
+
+
+def test_flag_in_the_grace_day_brings_a_hidden_clip_back(
+    client: Any,
+    bucket: str,
+    settings: S3Settings,
+    endpoint: S3Endpoint,
+    audit_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # What the rule's Expiration does on day N: a delete marker on top, the data kept one more
+    # day. (Put here by hand, so the test need not wait for the lifecycle worker.)
+    retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
+    retention.prepare_bucket(client, bucket)
+    upload = "hidden"
+    store_upload(client, retention, bucket, upload, evidence=False)
+    client.delete_object(Bucket=bucket, Key=f"clips/{upload}")
+    with pytest.raises(ClientError):
+        client.head_object(Bucket=bucket, Key=f"clips/{upload}")
+    assert main(store_cli(settings, endpoint, audit_dir, "status", upload)) == 0
+    assert "HIDDEN" in capsys.readouterr().out
+
+    assert main(store_cli(settings, endpoint, audit_dir, "flag", upload, "--reason", "late")) == 0
+    body = client.get_object(Bucket=bucket, Key=f"clips/{upload}")["Body"].read()
+    assert body == b"clip hidden"
+    [record] = events(audit_dir, FLAG, upload)
+    assert record["detail"]["unhidden"] == [f"clips/{upload}"]
