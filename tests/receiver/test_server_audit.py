@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from dockd.cli import main
-from dockd.receiver.audit import FLAG, AuditEvent, FileServerAudit
+from dockd.receiver.audit import FLAG, AuditEvent, AuditLogMissing, FileServerAudit
 
 EVENTS = 5
 
@@ -92,3 +92,12 @@ def test_two_processes_appending_at_once_keep_one_unbroken_chain(tmp_path: Path)
     assert verdict.ok, verdict.problems
     assert verdict.records == 50
     assert not verdict.notes  # the head anchor names the last record, not an earlier one
+
+
+def test_a_deleted_log_is_not_silently_replaced_by_a_new_one(tmp_path: Path) -> None:
+    fill(tmp_path)
+    for name in ("server-audit.db", "server-audit.db-wal", "server-audit.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(AuditLogMissing, match=f"reached seq {EVENTS}"):
+        FileServerAudit(tmp_path)
+    assert main(["store", "audit", "--audit-dir", str(tmp_path), "--verify"]) == 1

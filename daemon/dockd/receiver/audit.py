@@ -40,6 +40,10 @@ UNFLAG = "store.unflag"
 EXPIRED = "store.expired"
 
 
+class AuditLogMissing(RuntimeError):
+    """The log file is gone but its anchor is not: records were lost."""
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """One thing that happened to stored evidence, and who made it happen."""
@@ -73,6 +77,13 @@ class FileServerAudit:
         self.directory = directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / DB_FILE
+        anchored = read_head(directory)
+        if not self.path.exists() and anchored is not None and anchored[0] > 0:
+            # Starting a fresh log here would overwrite the anchor: the evidence of the loss.
+            raise AuditLogMissing(
+                f"{self.path} is missing but {directory / chain.HEAD_FILE} says the log reached "
+                f"seq {anchored[0]}: restore it from backup (refusing to start a new one)"
+            )
         with self._connect() as conn:
             conn.execute(chain.SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
 

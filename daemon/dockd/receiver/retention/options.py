@@ -22,6 +22,12 @@ def _days(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds >= 1: {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retention-days",
@@ -48,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lifecycle-day-seconds",
-        type=_days,
+        type=_seconds,
         default=86400,
         metavar="S",
         help="length of a lifecycle day: 86400, or `rgw lc debug interval` on a test cluster",
