@@ -121,13 +121,13 @@ class ObjectLockRetention:
                 IndexEntry(upload=upload, version_id=version_id, retention=wanted, completed=now)
             )
         held = objects.read_hold(client, bucket, key, version_id)
-        current = retention_tag(objects.read_tags(client, bucket, key, version_id))
-        if held or current == EVIDENCE:
+        tags = objects.read_tags(client, bucket, key, version_id)
+        if held or retention_tag(tags) == EVIDENCE:
             # Flagged already (an operator was faster than this retry): never downgrade.
             wanted = EVIDENCE
         if wanted == EVIDENCE:
             objects.set_hold(client, bucket, key, version_id, on=True)  # hold before the tag
-        objects.set_retention_tag(client, bucket, key, version_id, wanted)
+        objects.set_retention_tag(client, bucket, key, version_id, wanted, current=tags)
         if wanted == EVIDENCE and upload is not None and not held:
             self.audit.append_once(
                 AuditEvent(

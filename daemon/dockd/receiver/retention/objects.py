@@ -104,9 +104,17 @@ def read_tags(client: Any, bucket: str, key: str, version_id: str) -> list[dict[
     return list(answer.get("TagSet", []))
 
 
-def set_retention_tag(client: Any, bucket: str, key: str, version_id: str, value: str) -> None:
-    """Put `retention=value` on that version (other tags kept), then read it back."""
-    tags = read_tags(client, bucket, key, version_id)
+def set_retention_tag(
+    client: Any,
+    bucket: str,
+    key: str,
+    version_id: str,
+    value: str,
+    current: list[dict[str, str]] | None = None,
+) -> None:
+    """Put `retention=value` on that version (other tags kept), then read it back. `current`:
+    the version's tags if the caller has just read them (saves a request)."""
+    tags = read_tags(client, bucket, key, version_id) if current is None else current
     if retention_tag(tags) != value:
         client.put_object_tagging(
             Bucket=bucket,
