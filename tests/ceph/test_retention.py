@@ -30,7 +30,7 @@ from dockd.receiver.audit import (
 )
 from dockd.receiver.retention.lock import ObjectLockRetention
 from dockd.receiver.retention.policy import RetentionPolicy
-from dockd.receiver.storage.api import StoreError
+from dockd.receiver.storage.api import StoreError, new_upload_id
 from dockd.receiver.storage.s3_config import S3Settings, make_client
 from support.ceph import S3Endpoint
 
@@ -196,7 +196,7 @@ def test_evidence_at_upload_cannot_be_deleted_until_an_admin_unflags_it(
 ) -> None:
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
     retention.prepare_bucket(client, bucket)
-    upload = "held-at-upload"
+    upload = new_upload_id()
     clip, sidecar = store_upload(client, retention, bucket, upload, evidence=True)
     # Recovery may run after_complete again: still one audit record.
     retention.after_complete(client, bucket, f"clips/{upload}", clip, {"evidence": "true"})
@@ -231,15 +231,20 @@ def test_flag_later_holds_and_retags_and_refuses_what_it_cannot_flag(
 ) -> None:
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
     retention.prepare_bucket(client, bucket)
-    upload = "flagged-later"
+    upload = new_upload_id()
     clip, sidecar = store_upload(client, retention, bucket, upload, evidence=False)
     assert tag(client, bucket, f"clips/{upload}", clip) == "routine"
     assert hold(client, bucket, f"clips/{upload}", clip) == "OFF"
     assert events(audit_dir, EVIDENCE_AT_UPLOAD, upload) == []
 
     assert main(store_cli(settings, endpoint, audit_dir, "flag", upload, "--reason", " ")) == 2
-    assert main(store_cli(settings, endpoint, audit_dir, "flag", "nope", "--reason", "x")) == 1
-    assert "no upload nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse: not the shape of an upload id
+        main(store_cli(settings, endpoint, audit_dir, "flag", "../x", "--reason", "x"))
+    assert usage.value.code == 2
+    unknown = new_upload_id()
+    capsys.readouterr()
+    assert main(store_cli(settings, endpoint, audit_dir, "flag", unknown, "--reason", "x")) == 1
+    assert f"no upload {unknown}" in capsys.readouterr().err
 
     reason = "assault at the station, case 2026/123"
     assert main(store_cli(settings, endpoint, audit_dir, "flag", upload, "--reason", reason)) == 0
@@ -273,11 +278,12 @@ def test_routine_footage_expires_evidence_stays_and_each_expiry_is_audited_once(
     )
     retention = ObjectLockRetention(policy, FileServerAudit(audit_dir))
     retention.prepare_bucket(client, bucket)
-    store_upload(client, retention, bucket, "routine", evidence=False)
-    store_upload(client, retention, bucket, "evidence", evidence=True)
-    store_upload(client, retention, bucket, "flagged", evidence=False)
+    routine_id, evidence_id, flagged_id = new_upload_id(), new_upload_id(), new_upload_id()
+    store_upload(client, retention, bucket, routine_id, evidence=False)
+    store_upload(client, retention, bucket, evidence_id, evidence=True)
+    store_upload(client, retention, bucket, flagged_id, evidence=False)
     cli = lambda *a: store_cli(settings, endpoint, audit_dir, *a, days=1)  # noqa: E731
-    assert main(cli("flag", "flagged", "--reason", "flagged after upload")) == 0
+    assert main(cli("flag", flagged_id, "--reason", "flagged after upload")) == 0
     abandoned = client.create_multipart_upload(Bucket=bucket, Key="clips/abandoned")
 
     def versions(upload: str) -> list[str]:
@@ -285,13 +291,14 @@ def test_routine_footage_expires_evidence_stays_and_each_expiry_is_audited_once(
         return [v["VersionId"] for v in listing.get("Versions", [])]
 
     began = time.monotonic()
-    while versions("routine"):  # clip and sidecar: the data, not only the current version
+    while versions(routine_id):  # clip and sidecar: the data, not only the current version
         assert time.monotonic() - began < 120, "the lifecycle rule did not expire in 2 min"
         time.sleep(2)
     expired_after = time.monotonic() - began
-    print(f"routine upload's versions gone after {expired_after:.0f} s")
+    with capsys.disabled():
+        print(f"\nlifecycle: routine upload's versions gone after {expired_after:.0f} s")
 
-    for upload in ("evidence", "flagged"):
+    for upload in (evidence_id, flagged_id):
         body = client.get_object(Bucket=bucket, Key=f"clips/{upload}")["Body"].read()
         assert body == b"clip " + upload.encode()
     pending = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
@@ -299,14 +306,14 @@ def test_routine_footage_expires_evidence_stays_and_each_expiry_is_audited_once(
 
     capsys.readouterr()
     assert main(cli("reconcile")) == 0
-    assert "expired routine" in capsys.readouterr().out
+    assert f"expired {routine_id}" in capsys.readouterr().out
     assert main(cli("reconcile")) == 0  # a second pass records nothing new
-    assert len(events(audit_dir, EXPIRED, "routine")) == 1
-    assert events(audit_dir, EXPIRED, "evidence") == events(audit_dir, EXPIRED, "flagged") == []
-    assert len(events(audit_dir, FLAG, "flagged")) == 1
-    assert len(events(audit_dir, EVIDENCE_AT_UPLOAD, "evidence")) == 1
+    assert len(events(audit_dir, EXPIRED, routine_id)) == 1
+    assert events(audit_dir, EXPIRED, evidence_id) == events(audit_dir, EXPIRED, flagged_id) == []
+    assert len(events(audit_dir, FLAG, flagged_id)) == 1
+    assert len(events(audit_dir, EVIDENCE_AT_UPLOAD, evidence_id)) == 1
 
-    assert main(cli("flag", "routine", "--reason", "too late")) == 1
+    assert main(cli("flag", routine_id, "--reason", "too late")) == 1
     assert "expired on" in capsys.readouterr().err
 
     audit = ["store", "audit", "--audit-dir", str(audit_dir), "--verify"]
@@ -316,7 +323,7 @@ def test_routine_footage_expires_evidence_stays_and_each_expiry_is_audited_once(
             "SELECT seq, record FROM audit WHERE record LIKE '%store.expired%'"
         ).fetchone()
         record = json.loads(text)
-        record["subject"] = "upload evidence"  # pretend the evidence clip was the one deleted
+        record["subject"] = f"upload {evidence_id}"  # as if the evidence clip had expired
         conn.execute(
             "UPDATE audit SET record = ? WHERE seq = ?",
             (json.dumps(record, sort_keys=True, separators=(",", ":")), seq),
@@ -336,7 +343,7 @@ def test_flag_in_the_grace_day_brings_a_hidden_clip_back(
     # day. (Put here by hand, so the test need not wait for the lifecycle worker.)
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
     retention.prepare_bucket(client, bucket)
-    upload = "hidden"
+    upload = new_upload_id()
     store_upload(client, retention, bucket, upload, evidence=False)
     client.delete_object(Bucket=bucket, Key=f"clips/{upload}")
     with pytest.raises(ClientError):
@@ -346,6 +353,6 @@ def test_flag_in_the_grace_day_brings_a_hidden_clip_back(
 
     assert main(store_cli(settings, endpoint, audit_dir, "flag", upload, "--reason", "late")) == 0
     body = client.get_object(Bucket=bucket, Key=f"clips/{upload}")["Body"].read()
-    assert body == b"clip hidden"
+    assert body == b"clip " + upload.encode()
     [record] = events(audit_dir, FLAG, upload)
     assert record["detail"]["unhidden"] == [f"clips/{upload}"]

@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 
     status = commands.add_parser("status", help="retention state of one upload")
     _s3_arguments(status)
-    status.add_argument("upload", metavar="UPLOAD", help="the upload id (tus URL's last part)")
+    status.add_argument("upload", type=_upload_id, metavar="UPLOAD", help=_UPLOAD_HELP)
     status.set_defaults(func=_run, action=_status)
 
     reconciler = commands.add_parser(
@@ -67,9 +67,20 @@ def register(sub: Any) -> None:
     audit.set_defaults(func=_audit)
 
 
+_UPLOAD_HELP = "the upload id (the last segment of the tus upload URL)"
+
+
+def _upload_id(text: str) -> str:
+    from dockd.receiver.storage.api import is_upload_id
+
+    if not is_upload_id(text):
+        raise argparse.ArgumentTypeError(f"not an upload id (32 base64url characters): {text!r}")
+    return text
+
+
 def _upload_arguments(parser: argparse.ArgumentParser) -> None:
     _s3_arguments(parser)
-    parser.add_argument("upload", metavar="UPLOAD", help="the upload id (tus URL's last part)")
+    parser.add_argument("upload", type=_upload_id, metavar="UPLOAD", help=_UPLOAD_HELP)
     parser.add_argument("--reason", required=True, help="why (recorded in the audit log)")
 
 
