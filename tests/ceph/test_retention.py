@@ -96,12 +96,26 @@ def credentials(monkeypatch: pytest.MonkeyPatch, endpoint: S3Endpoint) -> None:
 
 
 def store_upload(
-    client: Any, retention: ObjectLockRetention, bucket: str, upload: str, evidence: bool
+    client: Any,
+    retention: Any,
+    bucket: str,
+    upload: str,
+    evidence: bool,
+    *,
+    again: bool = False,
 ) -> tuple[str, str]:
-    """What the S3 store does for one completed upload; returns (clip, sidecar) version ids."""
+    """What the S3 store does for one completed upload; returns (clip, sidecar) version ids.
+    `again`: the store's recovery after a crash in after_complete (the object is there)."""
     metadata: dict[str, str | None] = {"evidence": "true" if evidence else "false"}
     key = f"clips/{upload}"
     extra = retention.creation_args(metadata)
+    if again:
+        listing = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+        clip = next(v["VersionId"] for v in listing if v["Key"] == key)
+        retention.after_complete(client, bucket, key, clip, metadata)
+        sidecar = client.put_object(Bucket=bucket, Key=f"{key}.json", Body=b"{}", **extra)
+        retention.after_complete(client, bucket, f"{key}.json", sidecar["VersionId"], metadata)
+        return clip, sidecar["VersionId"]
     created = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)
     part = client.upload_part(
         Bucket=bucket,
@@ -120,6 +134,15 @@ def store_upload(
     sidecar = client.put_object(Bucket=bucket, Key=f"{key}.json", Body=b"{}", **extra)
     retention.after_complete(client, bucket, f"{key}.json", sidecar["VersionId"], metadata)
     return done["VersionId"], sidecar["VersionId"]
+
+
+class AuditDown:
+    """A ServerAudit whose disk fails: the upload's hold is set, its audit record is not."""
+
+    def append(self, event: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    append_once = append
 
 
 def refusal(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
@@ -197,8 +220,12 @@ def test_evidence_at_upload_cannot_be_deleted_until_an_admin_unflags_it(
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
     retention.prepare_bucket(client, bucket)
     upload = new_upload_id()
-    clip, sidecar = store_upload(client, retention, bucket, upload, evidence=True)
-    # Recovery may run after_complete again: still one audit record.
+    # The first attempt dies after the hold, before its audit record (the store's recovery runs
+    # after_complete again); a second retry must not record it twice.
+    crashing = ObjectLockRetention(RetentionPolicy(), AuditDown())
+    with pytest.raises(OSError):
+        store_upload(client, crashing, bucket, upload, evidence=True)
+    clip, sidecar = store_upload(client, retention, bucket, upload, evidence=True, again=True)
     retention.after_complete(client, bucket, f"clips/{upload}", clip, {"evidence": "true"})
 
     for key, version in ((f"clips/{upload}", clip), (f"clips/{upload}.json", sidecar)):

@@ -110,7 +110,7 @@ class ObjectLockRetention:
     ) -> None:
         if version_id is None:
             raise StoreError(f"{bucket} returned no version id for {key}: is it versioned?")
-        wanted = self.policy.classify(metadata)
+        declared = wanted = self.policy.classify(metadata)
         upload = upload_of(key)
         index = RetentionIndex(client, bucket, self.work_bucket)
         if upload is not None and index.get(upload) is None:
@@ -128,7 +128,8 @@ class ObjectLockRetention:
         if wanted == EVIDENCE:
             objects.set_hold(client, bucket, key, version_id, on=True)  # hold before the tag
         objects.set_retention_tag(client, bucket, key, version_id, wanted, current=tags)
-        if wanted == EVIDENCE and upload is not None and not held:
+        if declared == EVIDENCE and upload is not None:
+            # Once per upload, also when a crash after the hold makes this a retry.
             self.audit.append_once(
                 AuditEvent(
                     event=EVIDENCE_AT_UPLOAD,
