@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,12 +124,20 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(exitcodes.CONFIG, str(exc))
     try:
         return int(s3_call(args.action, args, client, settings, audit) or 0)
-    except ValueError as exc:
+    except (ValueError, argparse.ArgumentTypeError) as exc:
         return _fail(exitcodes.USAGE, str(exc))
     except StoreUnavailable as exc:
         return _fail(exitcodes.UNAVAILABLE, str(exc))
     except StoreError as exc:
         return _fail(exitcodes.FAILURE, str(exc))
+    except (OSError, sqlite3.Error) as exc:  # the audit log could not be written
+        return _fail(
+            exitcodes.FAILURE,
+            f"the change may be made in S3 but its audit record failed ({exc}); fix the "
+            f"audit directory {args.audit_dir} and run the same command again",
+        )
+    finally:
+        client.close()  # its pooled connections to the gateway
 
 
 def _evidence(
