@@ -223,7 +223,7 @@ def test_evidence_at_upload_cannot_be_deleted_until_an_admin_unflags_it(
     # The first attempt dies after the hold, before its audit record (the store's recovery runs
     # after_complete again); a second retry must not record it twice.
     crashing = ObjectLockRetention(RetentionPolicy(), AuditDown())
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="cannot record the evidence hold"):
         store_upload(client, crashing, bucket, upload, evidence=True)
     clip, sidecar = store_upload(client, retention, bucket, upload, evidence=True, again=True)
     retention.after_complete(client, bucket, f"clips/{upload}", clip, {"evidence": "true"})

@@ -12,6 +12,7 @@ never loses it.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -31,10 +32,12 @@ from dockd.receiver.retention.policy import (
 )
 from dockd.receiver.storage.api import StoreError
 from dockd.receiver.storage.s3_errors import s3_call
+from dockd.receiver.storage.s3_retention_api import ensure_locked_bucket
 
 log = structlog.get_logger("dockd.receiver.retention")
 
 SERVER_ACTOR = "dockd serve"
+_ALREADY_THERE = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
 
 class ObjectLockRetention:
@@ -53,13 +56,15 @@ class ObjectLockRetention:
         s3_call(self._prepare_bucket, client, bucket)
 
     def _prepare_bucket(self, client: Any, bucket: str) -> None:
-        if not _bucket_exists(client, bucket):
-            client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-            log.info("retention.bucket_created", bucket=bucket, object_lock=True)
+        ensure_locked_bucket(client, bucket)  # the store's own: tolerates a racing creator
         require_object_lock(client, bucket)
         work = self.work_bucket or work_bucket(bucket)
         if not _bucket_exists(client, work):
-            client.create_bucket(Bucket=work)
+            try:
+                client.create_bucket(Bucket=work)
+            except ClientError as exc:  # another receiver node created it just now
+                if objects.error_code(exc) not in _ALREADY_THERE:
+                    raise
         self._ensure_lifecycle(client, bucket)
 
     def _ensure_lifecycle(self, client: Any, bucket: str) -> None:
@@ -130,14 +135,17 @@ class ObjectLockRetention:
         objects.set_retention_tag(client, bucket, key, version_id, wanted, current=tags)
         if declared == EVIDENCE and upload is not None:
             # Once per upload, also when a crash after the hold makes this a retry.
-            self.audit.append_once(
-                AuditEvent(
-                    event=EVIDENCE_AT_UPLOAD,
-                    subject=upload_subject(upload),
-                    actor=SERVER_ACTOR,
-                    detail={"bucket": bucket, "key": key, "version_id": version_id},
-                )
+            event = AuditEvent(
+                event=EVIDENCE_AT_UPLOAD,
+                subject=upload_subject(upload),
+                actor=SERVER_ACTOR,
+                detail={"bucket": bucket, "key": key, "version_id": version_id},
             )
+            try:
+                self.audit.append_once(event)
+            except (OSError, sqlite3.Error) as exc:
+                # Fail the completion (the dock retries) rather than hold evidence unrecorded.
+                raise StoreError(f"audit log: cannot record the evidence hold: {exc}") from exc
         log.info("retention.applied", key=key, version_id=version_id, retention=wanted)
 
 
