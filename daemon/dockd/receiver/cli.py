@@ -17,6 +17,7 @@ import signal
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -30,6 +31,7 @@ from dockd.receiver.quota import Quotas
 from dockd.receiver.retention import options as retention_options
 from dockd.receiver.storage import open_store
 from dockd.receiver.storage.api import StoreError
+from dockd.receiver.storage.s3_config import DEFAULT_PART_SIZE, DEFAULT_REGION
 
 log = structlog.get_logger("dockd.receiver")
 
@@ -83,8 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--store",
         required=True,
         metavar="STORE",
-        help="where uploads live: a directory, or file:DIR (created if missing)",
+        help="where uploads live: a directory, or file:DIR (created if missing), or "
+        "s3:http(s)://HOST[:PORT]/BUCKET (an S3 / Ceph RGW bucket; see the --s3-* options)",
     )
+    add_s3_arguments(parser)
     parser.add_argument(
         "--signing-key",
         required=True,
@@ -203,6 +207,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     retention_options.add_arguments(parser)  # --retention-days, --audit-dir (S3 store)
 
 
+def add_s3_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `--store s3:...` (ignored by the file store)."""
+    parser.add_argument(
+        "--s3-credentials",
+        type=Path,
+        metavar="FILE",
+        help="S3 keys: 'aws_access_key_id = ...' and 'aws_secret_access_key = ...' lines "
+        "(mode 0600); default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment",
+    )
+    parser.add_argument(
+        "--s3-work-bucket",
+        metavar="BUCKET",
+        help="plain bucket for upload state, staged tails and tombstones (default BUCKET-work)",
+    )
+    parser.add_argument(
+        "--s3-region",
+        default=DEFAULT_REGION,
+        metavar="NAME",
+        help=f"region to sign requests for (default {DEFAULT_REGION!r}, RGW's zonegroup)",
+    )
+    parser.add_argument(
+        "--s3-part-size",
+        type=parse_size,
+        default=DEFAULT_PART_SIZE,
+        metavar="BYTES",
+        help="multipart part size, at least 5M (default 8M); bytes short of a part are staged "
+        "in the work bucket at each commit",
+    )
+
+
+def s3_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`open_store`'s S3 keyword arguments from the command line."""
+    return {
+        "credentials_file": args.s3_credentials,
+        "work_bucket": args.s3_work_bucket,
+        "region": args.s3_region,
+        "part_size": args.s3_part_size,
+        # The S3 endpoint follows the listener's rule: plain HTTP off loopback only on request.
+        "allow_plaintext": args.allow_plaintext,
+    }
+
+
 def _positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
@@ -232,7 +278,7 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
     """Load key files and build the settings; KeyFileError/ConfigError name the culprit."""
     try:
         return ReceiverSettings(
-            store=open_store(args.store),
+            store=open_store(args.store, s3_options=s3_options(args)),
             signing_key=load_signing_key(args.signing_key),
             base_path=args.base_path,
             max_size=args.max_size,

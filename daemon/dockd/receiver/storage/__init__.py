@@ -3,12 +3,15 @@
 api.py     UploadStore, ChunkWriter, optional Locker / Concater; records; store errors
 file.py    FileStore: a directory tree, fsync'd (the default, `dockd serve --store DIR`)
 memory.py  MemoryStore: dicts, for tests; a restart is a new store on the same medium
+s3*.py     S3Store: one multipart upload per upload on S3 / Ceph RGW (`--store s3:URL/BUCKET`)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dockd.receiver.storage.api import UploadStore
 from dockd.receiver.storage.file import FileStore
@@ -17,10 +20,13 @@ from dockd.receiver.storage.file import FileStore
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def open_store(spec: str | Path) -> UploadStore:
-    """The store named by `--store`: `file:DIR` or a bare path (the file store).
+def open_store(spec: str | Path, *, s3_options: Mapping[str, Any] | None = None) -> UploadStore:
+    """The store named by `--store`: `file:DIR` or a bare path (the file store), or
+    `s3:http(s)://HOST[:PORT]/BUCKET` (the S3 store; `s3_options` are `S3Settings.from_spec`'s
+    keyword arguments: credentials file, work bucket, region, part size, allow_plaintext).
 
-    Other schemes (`s3:` is next) are refused by name rather than taken for a directory.
+    Other schemes are refused by name rather than taken for a directory. Raises ValueError
+    (S3ConfigError, KeyFileError) for a store that cannot be configured.
     """
     if isinstance(spec, Path):
         return FileStore(spec)
@@ -30,7 +36,14 @@ def open_store(spec: str | Path) -> UploadStore:
     scheme, rest = found.group(1).lower(), spec[found.end() :]
     if scheme == "file":
         return FileStore(Path(rest))
+    if scheme == "s3":
+        # Imported here: the file store must work without the `s3` extra installed.
+        from dockd.receiver.storage.s3 import S3Store
+        from dockd.receiver.storage.s3_config import S3Settings
+
+        return S3Store(S3Settings.from_spec(spec, **dict(s3_options or {})))
     # A directory named like "s3:bucket" is far likelier a mistyped store than a wish.
     raise ValueError(
-        f"--store {spec!r}: no {scheme!r} store in this version; use file:DIR or a directory path"
+        f"--store {spec!r}: no {scheme!r} store in this version; "
+        "use file:DIR, a directory path or s3:http(s)://HOST[:PORT]/BUCKET"
     )

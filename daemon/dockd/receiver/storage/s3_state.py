@@ -5,15 +5,25 @@
 and the staged tail that were committed (only those count: anything else in RGW under that upload
 is an orphan), and the next part number to use.
 
-Fencing rules every backend keeps (the PostgreSQL one relies on them):
+Part numbering and fencing (what the PostgreSQL backend relies on):
 
-* a part number is taken from `allocate_part` before each UploadPart, durably, and never handed
-  out twice; tail keys are unique per write (`tail/<upload>/<uuid>`). So a late UploadPart or tail
-  PUT from a stalled holder can never overwrite committed bytes: it lands under a name no saved
-  state refers to;
-* `save(state, fence=...)` refuses (`Fenced`) a fence older than the upload's current lock;
-* orphans (parts and tails no saved state names) are deleted at completion, termination and
-  expiry, best effort.
+* part n is always bytes [(n-1)P, nP) of the upload (P: the upload's part size, fixed by its
+  first part), so the committed parts are 1..N, the committed tail is [NP, offset), and an
+  upload of part n for a chunk that is then refused is simply overwritten when the right bytes
+  for that range arrive. RGW 16.2 insists on it: CompleteMultipartUpload must list every part
+  ever uploaded (400 InvalidPart otherwise, below or above the listed ones; seen in
+  tests/ceph/test_s3_store.py), so a part that is skipped rather than overwritten would make the
+  upload impossible to complete;
+* a late UploadPart from a stalled holder can thus overwrite a committed part number, but not
+  silently: completion passes each committed part's ETag (the MD5 of its bytes, recorded at
+  commit) and RGW refuses a part whose ETag differs. Wrong bytes are never completed under a
+  receipt; the price of that race (multi-node only) is an upload that cannot complete;
+* tail keys are unique per write (`tail/<upload>/<uuid>`): a late tail PUT lands under a key no
+  saved state names;
+* `check_fence` runs before every part upload and `save` refuses (`Fenced`) a fence older than
+  the upload's current lock, so a holder that knows it lost the lock stops early;
+* only the parts and the tail named in the saved state count; orphans (replaced tails) are
+  deleted at commit, completion, termination and expiry, best effort.
 
 `WorkBucketState` keeps each state as `state/<upload>.json` in the work bucket. It ignores
 `fence`: one process owns a work bucket, and `run_blocking` waits for every store call's thread,
@@ -26,10 +36,10 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from dockd.receiver.storage.api import CreationInfo, NotFound, StoreError
+from dockd.receiver.storage.api import CreationInfo, StoreError
 from dockd.receiver.storage.s3_errors import s3_call, s3_required
 
 
@@ -52,7 +62,7 @@ class S3UploadState:
     tail_key: str | None  # work-bucket key of the committed tail (< part size), or None
     tail_size: int
     hash_state: bytes  # serialised SHA-256 state of [0, offset); b"": not persisted
-    next_part: int  # part numbers are never reused (see fencing)
+    next_part: int  # len(parts) + 1: the number the next committed part gets (see above)
     expires: float
 
     def __post_init__(self) -> None:
@@ -62,6 +72,9 @@ class S3UploadState:
                 f"{self.info.upload}: state says offset {self.offset} but its parts and tail "
                 f"hold {stored} bytes"
             )
+        numbers = [part.number for part in self.parts]
+        if numbers != list(range(1, len(numbers) + 1)) or self.next_part != len(numbers) + 1:
+            raise StoreError(f"{self.info.upload}: committed parts are not numbered 1..N")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,8 +117,8 @@ class UploadStateBackend(Protocol):
         """Replace the upload's state; raises `Fenced` if `fence` is older than the lock's."""
         ...
 
-    def allocate_part(self, upload: str, *, fence: int | None) -> int:
-        """The next part number for this upload, recorded durably: never returned again."""
+    def check_fence(self, upload: str, *, fence: int | None) -> None:
+        """Raise `Fenced` if `fence` is older than the upload's lock (before each UploadPart)."""
         ...
 
     def delete(self, upload: str) -> None: ...
@@ -165,12 +178,8 @@ class WorkBucketState:
     def save(self, state: S3UploadState, *, fence: int | None) -> None:
         self._put(state)
 
-    def allocate_part(self, upload: str, *, fence: int | None) -> int:
-        state = self.load(upload)
-        if state is None:
-            raise NotFound(f"{upload}: no unfinished upload")
-        self._put(replace(state, next_part=state.next_part + 1))
-        return state.next_part
+    def check_fence(self, upload: str, *, fence: int | None) -> None:
+        return None  # one process: no other holder (see the class docstring)
 
     def delete(self, upload: str) -> None:
         s3_required(self._client.delete_object, Bucket=self._bucket, Key=state_key(upload))

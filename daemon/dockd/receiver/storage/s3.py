@@ -1,0 +1,563 @@
+"""The S3 store: every upload as one S3 multipart upload, on Ceph RGW or any S3 endpoint.
+
+Layout (docs/RECEIVER.md "S3 backend"):
+
+    evidence bucket (Object Lock, versioned; made by the retention hook's prepare_bucket)
+        clips/<id>              the stored bytes: one multipart upload while unfinished
+        clips/<id>.json         the sidecar (CompletedUpload as JSON); its presence = complete
+    work bucket (plain, unversioned; default "<bucket>-work")
+        state/<id>.json         per-upload state (`s3_state.WorkBucketState`)
+        tail/<id>/<uuid>        committed bytes that do not fill a part yet (`s3_writer`)
+        completing/<id>.json    the CompletedUpload of a completion in progress
+        tombstones/<id>.json    an expired upload, answering 410 for a while
+
+Completion (`complete`), each step idempotent, so a crash anywhere is finished by `recover` (or by
+the next `complete` with the same record):
+
+1. the committed tail becomes the last part (UploadPart), and the state says so;
+2. the record goes to `completing/<id>.json`, so recovery can finish without the coordinator;
+3. CompleteMultipartUpload with exactly the committed parts (number, ETag);
+4. HEAD: the object's length must be the record's; its VersionId is kept;
+5. the retention hook tags/holds that version; the sidecar is put (and hooked the same way);
+6. state, tails and the completing record are deleted, in that order (the record last: while it
+   is there, recovery still knows to clean up).
+
+If step 3 happened but the state says the multipart upload is open, recovery sees the upload id
+gone (404) and the object there with the right length, and goes on from step 4.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from typing import Any, BinaryIO
+
+import structlog
+
+from dockd.receiver.storage.api import (
+    ChunkWriter,
+    CompletedUpload,
+    CreationInfo,
+    NotFound,
+    PartialState,
+    RunningHash,
+    StoreError,
+    Tombstone,
+    is_upload_id,
+)
+from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
+from dockd.receiver.storage.s3_errors import s3_call, s3_required
+from dockd.receiver.storage.s3_hash import new_hash, restore
+from dockd.receiver.storage.s3_retention_api import NoRetention, ObjectRetention
+from dockd.receiver.storage.s3_state import (
+    PartRecord,
+    S3UploadState,
+    UploadStateBackend,
+    WorkBucketState,
+)
+from dockd.receiver.storage.s3_writer import S3ChunkWriter, Spool, copy_stream, tail_prefix
+
+log = structlog.get_logger("dockd.receiver.store")
+
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+# Size parts so a whole upload fits in 9,000 of them, whatever its length: a margin below
+# S3's 10,000 for a part size that changes between restarts.
+_PART_BUDGET = 9_000
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _md5(body: bytes) -> str:
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+
+
+class S3Store:
+    """`UploadStore` on S3. Blocking (boto3); called on worker threads through `run_blocking`."""
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        *,
+        client: Any | None = None,
+        retention: ObjectRetention | None = None,
+        states: UploadStateBackend | None = None,
+        spool_dir: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client if client is not None else make_client(settings)
+        self.retention: ObjectRetention = retention if retention is not None else NoRetention()
+        self.states: UploadStateBackend = (
+            states if states is not None else WorkBucketState(self.client, settings.work_bucket)
+        )
+        self.spool_dir = spool_dir  # None: $TMPDIR
+
+    # -- keys --
+
+    @staticmethod
+    def _checked(upload: str) -> str:
+        if not is_upload_id(upload):
+            raise ValueError(f"not an upload id: {upload[:40]!r}")
+        return upload
+
+    def clip_key(self, upload: str) -> str:
+        return f"clips/{self._checked(upload)}"
+
+    def sidecar_key(self, upload: str) -> str:
+        return f"clips/{self._checked(upload)}.json"
+
+    def _completing_key(self, upload: str) -> str:
+        return f"completing/{self._checked(upload)}.json"
+
+    def _tombstone_key(self, upload: str) -> str:
+        return f"tombstones/{self._checked(upload)}.json"
+
+    def part_size_for(self, length: int) -> int:
+        """The configured part size, or more (whole MiB) if the upload needs more than
+        `_PART_BUDGET` parts of it."""
+        needed = math.ceil(length / _PART_BUDGET / MiB) * MiB
+        return max(self.settings.part_size, needed)
+
+    def part_size_of(self, state: S3UploadState) -> int:
+        """The upload's part size: its first part's, once there is one (part n must stay
+        bytes [(n-1)P, nP) even if the configured size changed across a restart)."""
+        return state.parts[0].size if state.parts else self.part_size_for(state.info.length)
+
+    # -- small helpers --
+
+    def _put_json(self, bucket: str, key: str, data: dict[str, Any], **extra: Any) -> Any:
+        body = _json_bytes(data)
+        return s3_required(
+            self.client.put_object,
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentMD5=_md5(body),
+            ContentType="application/json",
+            **extra,
+        )
+
+    def _get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+        reply = s3_call(self.client.get_object, Bucket=bucket, Key=key, missing_ok=True)
+        if reply is None:
+            return None
+        try:
+            data = json.loads(s3_required(reply["Body"].read))
+        except ValueError:
+            log.error("s3.unreadable_json", bucket=bucket, key=key)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def delete_quietly(self, bucket: str, key: str) -> None:
+        """Best-effort delete of an orphan (a replaced tail...): failures are only logged."""
+        try:
+            s3_call(self.client.delete_object, Bucket=bucket, Key=key, missing_ok=True)
+        except StoreError as exc:
+            log.warning("s3.orphan_not_deleted", bucket=bucket, key=key, error=str(exc))
+
+    def _delete_tails(self, upload: str, keep: str | None = None) -> None:
+        """Delete every tail object of the upload but `keep` (best effort)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            pages = s3_required(
+                lambda: list(
+                    paginator.paginate(Bucket=self.settings.work_bucket, Prefix=tail_prefix(upload))
+                )
+            )
+        except StoreError as exc:
+            log.warning("s3.tails_not_listed", upload=upload, error=str(exc))
+            return
+        for page in pages:
+            for entry in page.get("Contents", []):
+                if entry["Key"] != keep:
+                    self.delete_quietly(self.settings.work_bucket, entry["Key"])
+
+    def _state(self, upload: str) -> S3UploadState:
+        state = self.states.load(self._checked(upload))
+        if state is None:
+            raise NotFound(f"{upload}: no unfinished upload")
+        return state
+
+    def read_tail_into(self, state: S3UploadState, spool: Spool) -> None:
+        assert state.tail_key is not None
+        reply = s3_call(
+            self.client.get_object,
+            Bucket=self.settings.work_bucket,
+            Key=state.tail_key,
+            missing_ok=True,
+        )
+        if reply is None:
+            raise StoreError(
+                f"{state.info.upload}: committed tail {state.tail_key} is missing from the "
+                "work bucket (acknowledged bytes lost outside the receiver)"
+            )
+        copy_stream(reply["Body"], spool, state.tail_size, f"{state.info.upload} tail")
+
+    # -- UploadStore: lifecycle --
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    def free_bytes(self) -> int | None:
+        return None  # RGW quotas answer per request (QuotaExceeded -> StoreFull)
+
+    def recover(self) -> list[PartialState]:
+        """Make sure both buckets exist, finish interrupted completions, list unfinished ones."""
+        self.retention.prepare_bucket(self.client, self.settings.bucket)
+        self._ensure_work_bucket()
+        for key in self._keys(self.settings.work_bucket, "completing/"):
+            upload = key.removeprefix("completing/").removesuffix(".json")
+            if not is_upload_id(upload):
+                log.warning("s3.unknown_object", key=key)
+                continue
+            data = self._get_json(self.settings.work_bucket, key)
+            if data is None:
+                self.delete_quietly(self.settings.work_bucket, key)
+                continue
+            self._finish_completion(CompletedUpload.from_json(data), fence=None)
+            log.info("s3.completion_finished_on_recovery", upload=upload)
+        return sorted(
+            (PartialState(s.info, s.offset, s.expires) for s in self.states.all()),
+            key=lambda partial: partial.info.upload,
+        )
+
+    def _ensure_work_bucket(self) -> None:
+        bucket = self.settings.work_bucket
+        if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
+            s3_required(self.client.create_bucket, Bucket=bucket)
+
+    def _keys(self, bucket: str, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = s3_required(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))
+        return [entry["Key"] for page in pages for entry in page.get("Contents", [])]
+
+    def create(self, info: CreationInfo, expires: float) -> None:
+        key = self.clip_key(info.upload)
+        reply = s3_required(
+            self.client.create_multipart_upload,
+            Bucket=self.settings.bucket,
+            Key=key,
+            ContentType="application/octet-stream",
+            **self.retention.creation_args(info.metadata),
+        )
+        state = S3UploadState(
+            info=info,
+            key=key,
+            multipart_id=str(reply["UploadId"]),
+            offset=0,
+            parts=(),
+            tail_key=None,
+            tail_size=0,
+            hash_state=b"",
+            next_part=1,
+            expires=expires,
+        )
+        try:
+            self.states.create(state)
+        except StoreError:
+            self._abort_quietly(state)
+            raise
+
+    def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
+        state = self._state(upload)
+        if state.offset != offset:
+            raise StoreError(f"{upload}: writer at {offset}, but {state.offset} are committed")
+        return S3ChunkWriter(self, state, fence)
+
+    def new_hash(self) -> RunningHash:
+        return new_hash()
+
+    def running_hash(self, upload: str, offset: int) -> RunningHash:
+        state = self._state(upload)
+        if state.offset != offset:
+            raise StoreError(f"{upload}: hash asked at {offset}, but {state.offset} are committed")
+        if offset == 0:
+            return new_hash()
+        return restore(state.hash_state, offset)
+
+    # -- completion --
+
+    def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
+        upload = self._checked(record.upload)
+        if self.load_completed(upload) == record:
+            return
+        state = self._state(upload)
+        if state.offset != record.length:
+            raise StoreError(
+                f"{upload}: {state.offset} bytes committed, the record says {record.length}"
+            )
+        state = self._tail_as_last_part(state, fence)
+        self._put_json(self.settings.work_bucket, self._completing_key(upload), asdict(record))
+        self._finish_completion(record, fence=fence)
+
+    def _tail_as_last_part(self, state: S3UploadState, fence: int | None) -> S3UploadState:
+        """Step 1: the committed tail (any size: it is the last part) joins the parts."""
+        if state.tail_key is None:
+            return state
+        spool = Spool(self.spool_dir)
+        try:
+            self.read_tail_into(state, spool)
+            number = len(state.parts) + 1
+            self.states.check_fence(state.info.upload, fence=fence)
+            reply = s3_required(
+                self.client.upload_part,
+                Bucket=self.settings.bucket,
+                Key=state.key,
+                UploadId=state.multipart_id,
+                PartNumber=number,
+                Body=spool.rewound(),
+                ContentLength=spool.size,
+                ContentMD5=spool.md5(),
+            )
+        finally:
+            spool.close()
+        moved = replace(
+            state,
+            parts=(*state.parts, PartRecord(number, str(reply["ETag"]), state.tail_size)),
+            tail_key=None,
+            tail_size=0,
+            next_part=number + 1,
+        )
+        self.states.save(moved, fence=fence)
+        return moved
+
+    def _finish_completion(self, record: CompletedUpload, *, fence: int | None) -> None:
+        """Steps 3-6; safe to run again from any point (recovery does)."""
+        upload = record.upload
+        bucket, key = self.settings.bucket, self.clip_key(upload)
+        if (
+            s3_call(
+                self.client.head_object,
+                Bucket=bucket,
+                Key=self.sidecar_key(upload),
+                missing_ok=True,
+            )
+            is None
+        ):
+            state = self.states.load(upload)
+            if state is not None and state.tail_key is not None:
+                state = self._tail_as_last_part(state, fence)
+            if state is not None:
+                self._complete_multipart(state, record)
+            version = self._confirm_length(record)
+            self.retention.after_complete(self.client, bucket, key, version, record.metadata)
+            sidecar = {**asdict(record), "object_version": version}
+            reply = self._put_json(
+                bucket,
+                self.sidecar_key(upload),
+                sidecar,
+                **self.retention.creation_args(record.metadata),
+            )
+            self.retention.after_complete(
+                self.client,
+                bucket,
+                self.sidecar_key(upload),
+                reply.get("VersionId"),
+                record.metadata,
+            )
+        self._clean_up_after_completion(upload)
+
+    def _complete_multipart(self, state: S3UploadState, record: CompletedUpload) -> None:
+        """Step 3, unless it already happened (upload id gone, object there: step 4 checks)."""
+        if record.length == 0 and not state.parts:
+            # S3 cannot complete a multipart upload of no parts: an empty object instead.
+            self._abort_quietly(state)
+            s3_required(
+                self.client.put_object,
+                Bucket=self.settings.bucket,
+                Key=state.key,
+                Body=b"",
+                ContentMD5=_md5(b""),
+                **self.retention.creation_args(record.metadata),
+            )
+            return
+        self._check_no_stray_parts(state)
+        done = s3_call(
+            self.client.complete_multipart_upload,
+            Bucket=self.settings.bucket,
+            Key=state.key,
+            UploadId=state.multipart_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in state.parts]
+            },
+            missing_ok=True,
+        )
+        if done is None:
+            log.info("s3.multipart_already_completed", upload=record.upload)
+
+    def _check_no_stray_parts(self, state: S3UploadState) -> None:
+        """RGW 16.2 completes only with every uploaded part listed: name a part beyond the
+        committed ones (left by a refused chunk before the part size changed) instead of
+        failing with a bare InvalidPart."""
+        paginator = self.client.get_paginator("list_parts")
+        pages = s3_call(
+            lambda: list(
+                paginator.paginate(
+                    Bucket=self.settings.bucket, Key=state.key, UploadId=state.multipart_id
+                )
+            ),
+            missing_ok=True,
+        )
+        if pages is None:
+            return  # completed already: step 4 checks the object
+        stray = sorted(
+            int(part["PartNumber"])
+            for page in pages
+            for part in page.get("Parts", [])
+            if int(part["PartNumber"]) > len(state.parts)
+        )
+        if stray:
+            raise StoreError(
+                f"{state.info.upload}: parts {stray} were uploaded past the committed "
+                f"{len(state.parts)}; S3 cannot complete the upload without them"
+            )
+
+    def _confirm_length(self, record: CompletedUpload) -> str | None:
+        """Step 4: the stored object is exactly `record.length` bytes; its version id."""
+        head = s3_call(
+            self.client.head_object,
+            Bucket=self.settings.bucket,
+            Key=self.clip_key(record.upload),
+            missing_ok=True,
+        )
+        if head is None:
+            raise StoreError(
+                f"{record.upload}: multipart upload is gone and no object was stored; "
+                "the upload cannot be completed"
+            )
+        if int(head["ContentLength"]) != record.length:
+            raise StoreError(
+                f"{record.upload}: stored object has {head['ContentLength']} bytes, "
+                f"the receipt would say {record.length}"
+            )
+        version = head.get("VersionId")
+        return str(version) if version is not None else None
+
+    def _clean_up_after_completion(self, upload: str) -> None:
+        """Step 6: state first, the completing record last."""
+        self.states.delete(upload)
+        self._delete_tails(upload)
+        s3_call(
+            self.client.delete_object,
+            Bucket=self.settings.work_bucket,
+            Key=self._completing_key(upload),
+            missing_ok=True,
+        )
+
+    # -- reading completed uploads --
+
+    def load_completed(self, upload: str) -> CompletedUpload | None:
+        data = self._get_json(self.settings.bucket, self.sidecar_key(upload))
+        return CompletedUpload.from_json(data) if data is not None else None
+
+    def completed(self) -> Iterator[CompletedUpload]:
+        uploads = sorted(
+            key.removeprefix("clips/").removesuffix(".json")
+            for key in self._keys(self.settings.bucket, "clips/")
+            if key.endswith(".json")
+        )
+        for upload in uploads:
+            if not is_upload_id(upload):
+                continue
+            record = self.load_completed(upload)
+            if record is not None:
+                yield record
+
+    def open_completed(self, upload: str) -> BinaryIO:
+        data = self._get_json(self.settings.bucket, self.sidecar_key(upload))
+        if data is None:
+            raise NotFound(f"{upload}: no completed upload")
+        version = data.get("object_version")
+        extra = {"VersionId": version} if version else {}
+        reply = s3_call(
+            self.client.get_object,
+            Bucket=self.settings.bucket,
+            Key=self.clip_key(upload),
+            missing_ok=True,
+            **extra,
+        )
+        if reply is None:
+            raise NotFound(f"{upload}: completed, but its object is gone from the bucket")
+        return io.BufferedReader(_ObjectReader(reply["Body"]))
+
+    # -- ending unfinished uploads --
+
+    def terminate(self, upload: str) -> None:
+        state = self.states.load(self._checked(upload))
+        if state is not None:
+            self._abort_quietly(state)
+        self._delete_tails(upload)
+        self.states.delete(upload)
+
+    def expire(self, upload: str, dock: str | None) -> None:
+        self._put_json(
+            self.settings.work_bucket,
+            self._tombstone_key(upload),
+            {"reason": "expired", "at": time.time(), "dock": dock},
+        )
+        self.terminate(upload)
+
+    def _abort_quietly(self, state: S3UploadState) -> None:
+        try:
+            s3_call(
+                self.client.abort_multipart_upload,
+                Bucket=self.settings.bucket,
+                Key=state.key,
+                UploadId=state.multipart_id,
+                missing_ok=True,
+            )
+        except StoreError as exc:
+            log.warning("s3.abort_failed", upload=state.info.upload, error=str(exc))
+
+    def load_tombstone(self, upload: str) -> Tombstone | None:
+        data = self._get_json(self.settings.work_bucket, self._tombstone_key(upload))
+        if data is None:
+            return None
+        return Tombstone(
+            upload, str(data.get("reason", "")), float(data.get("at", 0)), data.get("dock")
+        )
+
+    def sweep_tombstones(self, older_than: float) -> int:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = s3_required(
+            lambda: list(paginator.paginate(Bucket=self.settings.work_bucket, Prefix="tombstones/"))
+        )
+        removed = 0
+        for page in pages:
+            for entry in page.get("Contents", []):
+                if entry["LastModified"].timestamp() < older_than:
+                    s3_call(
+                        self.client.delete_object,
+                        Bucket=self.settings.work_bucket,
+                        Key=entry["Key"],
+                        missing_ok=True,
+                    )
+                    removed += 1
+        return removed
+
+
+class _ObjectReader(io.RawIOBase):
+    """An S3 object body as a raw stream; a gateway failure mid-read is StoreUnavailable."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = s3_call(self._body.read, len(buffer)) or b""
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
