@@ -95,6 +95,12 @@ def credentials(monkeypatch: pytest.MonkeyPatch, endpoint: S3Endpoint) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
 
 
+def prepare(client: Any, retention: ObjectLockRetention, bucket: str) -> None:
+    """What the S3 store's `recover` does at start: the retention hook, then the work bucket."""
+    retention.prepare_bucket(client, bucket)
+    client.create_bucket(Bucket=f"{bucket}-work")
+
+
 def store_upload(
     client: Any,
     retention: Any,
@@ -179,7 +185,7 @@ def test_an_existing_bucket_without_object_lock_is_refused(
     client.create_bucket(Bucket=bucket)
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
     with pytest.raises(StoreError, match=f"bucket '{bucket}' exists without Object Lock"):
-        retention.prepare_bucket(client, bucket)
+        prepare(client, retention, bucket)
 
 
 def test_prepare_creates_a_locked_bucket_with_the_rules_and_leaves_them_alone_after(
@@ -192,7 +198,6 @@ def test_prepare_creates_a_locked_bucket_with_the_rules_and_leaves_them_alone_af
     assert lock["ObjectLockEnabled"] == "Enabled"
     rules = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert sorted(r["ID"] for r in rules) == sorted(r["ID"] for r in policy.lifecycle_rules())
-    client.head_bucket(Bucket=f"{bucket}-work")
 
     # Idempotent: a restart with the same policy does not rewrite; a new policy does.
     calls: list[str] = []
@@ -218,7 +223,7 @@ def test_evidence_at_upload_cannot_be_deleted_until_an_admin_unflags_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
-    retention.prepare_bucket(client, bucket)
+    prepare(client, retention, bucket)
     upload = new_upload_id()
     # The first attempt dies after the hold, before its audit record (the store's recovery runs
     # after_complete again); a second retry must not record it twice.
@@ -257,7 +262,7 @@ def test_flag_later_holds_and_retags_and_refuses_what_it_cannot_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
-    retention.prepare_bucket(client, bucket)
+    prepare(client, retention, bucket)
     upload = new_upload_id()
     clip, sidecar = store_upload(client, retention, bucket, upload, evidence=False)
     assert tag(client, bucket, f"clips/{upload}", clip) == "routine"
@@ -304,7 +309,7 @@ def test_routine_footage_expires_evidence_stays_and_each_expiry_is_audited_once(
         retention_days=1, abandoned_upload_days=1, day=dt.timedelta(seconds=LC_DAY)
     )
     retention = ObjectLockRetention(policy, FileServerAudit(audit_dir))
-    retention.prepare_bucket(client, bucket)
+    prepare(client, retention, bucket)
     routine_id, evidence_id, flagged_id = new_upload_id(), new_upload_id(), new_upload_id()
     store_upload(client, retention, bucket, routine_id, evidence=False)
     store_upload(client, retention, bucket, evidence_id, evidence=True)
@@ -369,7 +374,7 @@ def test_flag_in_the_grace_day_brings_a_hidden_clip_back(
     # What the rule's Expiration does on day N: a delete marker on top, the data kept one more
     # day. (Put here by hand, so the test need not wait for the lifecycle worker.)
     retention = ObjectLockRetention(RetentionPolicy(), FileServerAudit(audit_dir))
-    retention.prepare_bucket(client, bucket)
+    prepare(client, retention, bucket)
     upload = new_upload_id()
     store_upload(client, retention, bucket, upload, evidence=False)
     client.delete_object(Bucket=bucket, Key=f"clips/{upload}")

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from dockd import canonical
 from dockd.receiver.audit import EVIDENCE_AT_UPLOAD, AuditEvent, ServerAudit, upload_subject
 from dockd.receiver.retention import objects
-from dockd.receiver.retention.index import IndexEntry, RetentionIndex, upload_of, work_bucket
+from dockd.receiver.retention.index import IndexEntry, RetentionIndex, upload_of
 from dockd.receiver.retention.policy import (
     EVIDENCE,
     TAG_KEY,
@@ -37,7 +37,6 @@ from dockd.receiver.storage.s3_retention_api import ensure_locked_bucket
 log = structlog.get_logger("dockd.receiver.retention")
 
 SERVER_ACTOR = "dockd serve"
-_ALREADY_THERE = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
 
 class ObjectLockRetention:
@@ -56,15 +55,9 @@ class ObjectLockRetention:
         s3_call(self._prepare_bucket, client, bucket)
 
     def _prepare_bucket(self, client: Any, bucket: str) -> None:
+        # The work bucket (where the retention index lives) is the store's to create.
         ensure_locked_bucket(client, bucket)  # the store's own: tolerates a racing creator
         require_object_lock(client, bucket)
-        work = self.work_bucket or work_bucket(bucket)
-        if not _bucket_exists(client, work):
-            try:
-                client.create_bucket(Bucket=work)
-            except ClientError as exc:  # another receiver node created it just now
-                if objects.error_code(exc) not in _ALREADY_THERE:
-                    raise
         self._ensure_lifecycle(client, bucket)
 
     def _ensure_lifecycle(self, client: Any, bucket: str) -> None:
@@ -165,13 +158,3 @@ def require_object_lock(client: Any, bucket: str) -> None:
             "and legal holds cannot be set; give dockd a new bucket name (it creates the bucket "
             "with Object Lock) or one created with ObjectLockEnabledForBucket"
         )
-
-
-def _bucket_exists(client: Any, bucket: str) -> bool:
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if objects.status_code(exc) == 404:
-            return False
-        raise
-    return True
