@@ -86,15 +86,11 @@ def _upload_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _s3_arguments(parser: argparse.ArgumentParser) -> None:
+    """`dockd serve`'s S3 options (one definition, so both reach the bucket the same way)."""
+    from dockd.receiver import cli as serve_cli
+
     parser.add_argument("--store", required=True, metavar="s3:URL/BUCKET", help="the S3 store")
-    parser.add_argument(
-        "--s3-credentials",
-        type=Path,
-        metavar="FILE",
-        help="aws_access_key_id/aws_secret_access_key file (0600); else the environment",
-    )
-    parser.add_argument("--s3-work-bucket", metavar="NAME", help="default: BUCKET-work")
-    parser.add_argument("--s3-region", default="default", metavar="NAME")
+    serve_cli.add_s3_arguments(parser)
     parser.add_argument(
         "--allow-plaintext", action="store_true", help="plain http to a non-loopback S3"
     )
@@ -103,6 +99,7 @@ def _s3_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dockd.crypto.keys import KeyFileError
+    from dockd.receiver import cli as serve_cli
     from dockd.receiver.storage.api import StoreError, StoreUnavailable
     from dockd.receiver.storage.s3_config import S3ConfigError, S3Settings, make_client
 
@@ -111,13 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError:
         return _fail(exitcodes.CONFIG, "the S3 store needs boto3: pip install 'dockd[s3]'")
     try:
-        settings = S3Settings.from_spec(
-            args.store,
-            credentials_file=args.s3_credentials,
-            work_bucket=args.s3_work_bucket,
-            region=args.s3_region,
-            allow_plaintext=args.allow_plaintext,
-        )
+        settings = S3Settings.from_spec(args.store, **serve_cli.s3_options(args))
         client = make_client(settings)
         audit = FileServerAudit(args.audit_dir)
     except (S3ConfigError, KeyFileError, AuditLogMissing, OSError) as exc:
