@@ -40,7 +40,11 @@ UNFLAG = "store.unflag"
 EXPIRED = "store.expired"
 
 
-class AuditLogMissing(RuntimeError):
+class AuditLogError(ValueError):
+    """The audit log cannot be opened (a configuration error: `dockd serve` exits 78)."""
+
+
+class AuditLogMissing(AuditLogError):
     """The log file is gone but its anchor is not: records were lost."""
 
 
@@ -75,8 +79,11 @@ class FileServerAudit:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / DB_FILE
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditLogError(f"{directory}: cannot create the audit directory: {exc}") from exc
         anchored = read_head(directory)
         if not self.path.exists() and anchored is not None and anchored[0] > 0:
             # Starting a fresh log here would overwrite the anchor: the evidence of the loss.
@@ -84,8 +91,11 @@ class FileServerAudit:
                 f"{self.path} is missing but {directory / chain.HEAD_FILE} says the log reached "
                 f"seq {anchored[0]}: restore it from backup (refusing to start a new one)"
             )
-        with self._connect() as conn:
-            conn.execute(chain.SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+        try:
+            with self._connect() as conn:
+                conn.execute(chain.SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+        except (OSError, sqlite3.Error) as exc:
+            raise AuditLogError(f"{self.path}: cannot open the audit log: {exc}") from exc
 
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)

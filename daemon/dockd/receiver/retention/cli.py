@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dockd import exitcodes
-from dockd.receiver.audit import AuditLogMissing, FileServerAudit
+from dockd.receiver.audit import AuditLogError, FileServerAudit
 from dockd.receiver.retention import options
 
 if TYPE_CHECKING:  # botocore is the s3 extra's: `dockd` itself must start without it
@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         settings = S3Settings.from_spec(args.store, **serve_cli.s3_options(args))
         client = make_client(settings)
         audit = FileServerAudit(args.audit_dir)
-    except (S3ConfigError, KeyFileError, AuditLogMissing, OSError) as exc:
+    except (S3ConfigError, KeyFileError, AuditLogError, OSError) as exc:
         return _fail(exitcodes.CONFIG, str(exc))
     try:
         return int(s3_call(args.action, args, client, settings, audit) or 0)
