@@ -1,16 +1,22 @@
 """The retention hooks inside the real S3 store (issue 15): an upload completed through
 `S3Store` with `ObjectLockRetention` comes out tagged, evidence under a legal hold that RGW
 enforces, and recorded once in the server's audit log; a completion whose audit record cannot
-be written is not acknowledged, and the store's recovery finishes it."""
+be written is not acknowledged, and the store's recovery finishes it. Then the same through
+`dockd serve --store s3:` and a tus client, and its refusal (exit 78) of a bucket without
+Object Lock."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 from dockd.receiver.audit import EVIDENCE_AT_UPLOAD, FileServerAudit
@@ -26,6 +32,7 @@ from dockd.receiver.storage.api import (
 from dockd.receiver.storage.s3 import S3Store
 from dockd.receiver.storage.s3_config import make_client
 from support.ceph import CephCluster
+from support.receiver import ReceiverProcess, Tus, upload_id_of
 from support.stores import rgw_settings
 
 pytestmark = pytest.mark.ceph
@@ -124,4 +131,60 @@ def test_uploads_through_the_s3_store_come_out_tagged_and_evidence_held(
     held = [r for r in audit.records() if r["event"] == EVIDENCE_AT_UPLOAD]
     assert len(held) == 2 and len({r["subject"] for r in held}) == 2
     assert audit.verify().ok
+    client.close()
+
+
+def write_credentials(path: Path, access_key: str, secret_key: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"aws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n")
+    return path
+
+
+async def test_dockd_serve_on_s3_holds_evidence_and_refuses_a_bucket_without_object_lock(
+    ceph: CephCluster, tmp_path: Path
+) -> None:
+    ceph.ensure_rgw()
+    settings = rgw_settings(ceph.endpoint)
+    client = make_client(settings)
+    audit_dir = tmp_path / "audit"
+    credentials = write_credentials(
+        tmp_path / "s3.credentials", settings.access_key, settings.secret_key
+    )
+    serve_args = [
+        "--store",
+        f"s3:{settings.endpoint_url}/{settings.bucket}",
+        "--s3-credentials",
+        str(credentials),
+        "--s3-region",
+        settings.region,
+        "--audit-dir",
+        str(audit_dir),
+    ]
+    data = b"evidence through dockd serve"
+    with ReceiverProcess(tmp_path / "rx", extra_args=serve_args) as server:
+        async with aiohttp.ClientSession() as session:
+            tus = Tus(session, server.url)
+            evidence = {"Upload-Metadata": f"evidence {base64.b64encode(b'true').decode()}"}
+            location = (await tus.create(len(data), headers=evidence)).headers["Location"]
+            assert (await tus.patch(location, 0, data)).status == 204
+    upload = upload_id_of(location)
+    for key in (f"clips/{upload}", f"clips/{upload}.json"):
+        assert tag_and_hold(client, settings.bucket, key) == ("evidence", "ON")
+    records = FileServerAudit(audit_dir).records()
+    assert [(r["event"], r["subject"]) for r in records] == [
+        (EVIDENCE_AT_UPLOAD, f"upload {upload}")
+    ]
+
+    plain = rgw_settings(ceph.endpoint)
+    client.create_bucket(Bucket=plain.bucket)
+    refused = ReceiverProcess(
+        tmp_path / "rx-plain",
+        extra_args=[*serve_args[:1], f"s3:{plain.endpoint_url}/{plain.bucket}", *serve_args[2:]],
+    )
+    result = subprocess.run(
+        refused.argv(0), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 78, result.stderr
+    assert f"bucket '{plain.bucket}' exists without Object Lock" in result.stderr
     client.close()

@@ -278,7 +278,11 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
     """Load key files and build the settings; KeyFileError/ConfigError name the culprit."""
     try:
         return ReceiverSettings(
-            store=open_store(args.store, s3_options=s3_options(args)),
+            store=open_store(
+                args.store,
+                s3_options=s3_options(args),
+                retention=lambda work: retention_options.retention_from_args(args, work),
+            ),
             signing_key=load_signing_key(args.signing_key),
             base_path=args.base_path,
             max_size=args.max_size,
