@@ -101,3 +101,14 @@ def test_a_deleted_log_is_not_silently_replaced_by_a_new_one(tmp_path: Path) -> 
     with pytest.raises(AuditLogMissing, match=f"reached seq {EVENTS}"):
         FileServerAudit(tmp_path)
     assert main(["store", "audit", "--audit-dir", str(tmp_path), "--verify"]) == 1
+
+
+def test_the_log_is_created_at_its_first_record_not_before(tmp_path: Path) -> None:
+    # `dockd serve` opens it at start; a server that never records anything (no evidence
+    # upload, no flag) must not leave a directory behind, e.g. under /var/lib in a test.
+    directory = tmp_path / "not" / "yet"
+    audit = FileServerAudit(directory)
+    assert not directory.exists()
+    assert audit.records() == [] and audit.verify().ok
+    audit.append(AuditEvent(event=FLAG, subject="upload u1", actor="alice"))
+    assert [r["seq"] for r in audit.records()] == [1]

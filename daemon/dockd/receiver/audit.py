@@ -78,24 +78,35 @@ class FileServerAudit:
     """The audit log in a local directory (one receiver node)."""
 
     def __init__(self, directory: Path) -> None:
+        """Checks the directory now (a configuration error stops `dockd serve` at start);
+        creates it and the log at the first record, so a server that never records anything
+        leaves nothing behind."""
         self.directory = directory
         self.path = directory / DB_FILE
+        self._check_not_lost()
+        existing = next(p for p in (directory, *directory.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise AuditLogError(f"{directory}: cannot create or write the audit log there")
+
+    def _check_not_lost(self) -> None:
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AuditLogError(f"{directory}: cannot create the audit directory: {exc}") from exc
-        anchored = read_head(directory)
+            anchored = read_head(self.directory)
+        except (OSError, ValueError) as exc:
+            raise AuditLogError(str(exc)) from exc
         if not self.path.exists() and anchored is not None and anchored[0] > 0:
             # Starting a fresh log here would overwrite the anchor: the evidence of the loss.
             raise AuditLogMissing(
-                f"{self.path} is missing but {directory / chain.HEAD_FILE} says the log reached "
-                f"seq {anchored[0]}: restore it from backup (refusing to start a new one)"
+                f"{self.path} is missing but {self.directory / chain.HEAD_FILE} says the log "
+                f"reached seq {anchored[0]}: restore it from backup (refusing to start a new one)"
             )
+
+    def _create(self) -> None:
         try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             with self._connect() as conn:
                 conn.execute(chain.SCHEMA.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
         except (OSError, sqlite3.Error) as exc:
-            raise AuditLogError(f"{self.path}: cannot open the audit log: {exc}") from exc
+            raise AuditLogError(f"{self.path}: cannot create the audit log: {exc}") from exc
 
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -105,6 +116,9 @@ class FileServerAudit:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[sqlite3.Connection]:
+        if not self.path.exists():
+            self._check_not_lost()
+            self._create()
         fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -145,6 +159,8 @@ class FileServerAudit:
 
     def records(self) -> list[dict[str, Any]]:
         """Every record (parsed), oldest first; for `dockd store audit` and tests."""
+        if not self.path.exists():
+            return []
         with self._connect() as conn:
             return [
                 json.loads(text)
@@ -154,6 +170,9 @@ class FileServerAudit:
     def verify(self) -> Verdict:
         """Check the chain and the head anchor (detects edited, removed, reordered records and
         a cut-off tail)."""
+        self._check_not_lost()
+        if not self.path.exists():
+            return Verdict()
         head = read_head(self.directory)
         anchors = [(chain.HEAD_FILE, head[0], head[1])] if head is not None else []
         uri = f"file:{self.path}?mode=ro"
