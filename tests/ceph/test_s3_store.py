@@ -7,6 +7,7 @@ Parts are 5 MiB here (the S3 minimum) so that a few MiB exercise parts, tails an
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import uuid
@@ -20,8 +21,10 @@ import pytest
 from botocore.exceptions import ClientError
 from dockd.crypto import receipt
 from dockd.crypto.keys import keygen
+from dockd.receiver.storage.api import CompletedUpload, CreationInfo, new_upload_id
 from dockd.receiver.storage.s3 import S3Store
 from dockd.receiver.storage.s3_config import S3Settings, make_client
+from dockd.receiver.storage.s3_retention_api import NoRetention
 from support.ceph import CephCluster
 from support.dock import (
     DaemonProcess,
@@ -42,7 +45,7 @@ from support.receiver import (
     running_receiver,
     upload_id_of,
 )
-from support.stores import rgw_settings
+from support.stores import SimulatedCrash, rgw_settings
 
 pytestmark = pytest.mark.ceph
 
@@ -172,6 +175,40 @@ def test_parts_of_an_open_multipart_upload_cannot_be_read_back(rgw: RgwTarget) -
     with pytest.raises(ClientError) as missing:
         s3.get_object(Bucket=bucket, Key=key, PartNumber=1)
     assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_rgw_drops_tags_and_legal_hold_given_at_create_multipart_upload(rgw: RgwTarget) -> None:
+    """Why the retention hook must tag and hold the clip's version after completion
+    (`after_complete`): RGW 16.2 ignores both on CreateMultipartUpload, while PutObject (the
+    sidecar) honours them."""
+    s3, bucket = rgw.client, rgw.settings.bucket
+    wanted = {"Tagging": "retention=evidence", "ObjectLockLegalHoldStatus": "ON"}
+    key = f"clips/{uuid.uuid4().hex}"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **wanted)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x")["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    assert s3.get_object_tagging(Bucket=bucket, Key=key).get("TagSet") is None
+    with pytest.raises(ClientError, match="ObjectLockConfigurationNotFound"):
+        s3.get_object_legal_hold(Bucket=bucket, Key=key)
+
+    sidecar = f"{key}.json"
+    body = b"{}"
+    s3.put_object(
+        Bucket=bucket,
+        Key=sidecar,
+        Body=body,
+        ContentMD5=base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode(),
+        **wanted,
+    )
+    assert s3.get_object_tagging(Bucket=bucket, Key=sidecar)["TagSet"] == [
+        {"Key": "retention", "Value": "evidence"}
+    ]
+    assert s3.get_object_legal_hold(Bucket=bucket, Key=sidecar)["LegalHold"]["Status"] == "ON"
 
 
 # -- staging through the real receiver --
@@ -367,3 +404,113 @@ async def test_dockd_run_uploads_into_rgw_and_the_objects_decrypt_to_the_custody
         for record in store.completed()
     }
     assert decrypted == custody
+
+
+# -- the retention seam --
+
+
+class RecordingRetention(NoRetention):
+    """Tags objects as the retention module will (at creation, and on the completed version:
+    RGW 16.2 drops CreateMultipartUpload's tags), and records the hook's calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    def prepare_bucket(self, client: Any, bucket: str) -> None:
+        self.calls.append(("prepare_bucket", bucket, None))
+        super().prepare_bucket(client, bucket)
+
+    def creation_args(self, metadata: dict[str, str | None]) -> dict[str, Any]:
+        return {"Tagging": f"retention={'evidence' if metadata.get('evidence') else 'routine'}"}
+
+    def after_complete(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        version_id: str | None,
+        metadata: dict[str, str | None],
+    ) -> None:
+        self.calls.append(("after_complete", key, version_id))
+        assert version_id is not None
+        tag = "evidence" if metadata.get("evidence") else "routine"
+        client.put_object_tagging(
+            Bucket=bucket,
+            Key=key,
+            VersionId=version_id,
+            Tagging={"TagSet": [{"Key": "retention", "Value": tag}]},
+        )
+
+
+def test_the_retention_hook_sees_the_bucket_both_objects_and_their_versions(
+    rgw: RgwTarget,
+) -> None:
+    retention = RecordingRetention()
+    store = S3Store(rgw.settings, client=rgw.client, retention=retention)
+    store.recover()
+    data = os.urandom(PART + 10)
+    info = CreationInfo(
+        new_upload_id(), len(data), "", {"evidence": "true"}, "2026-11-30T00:00:00Z", None
+    )
+    store.create(info, 0.0)
+    whole = store.running_hash(info.upload, 0)
+    writer = store.open_writer(info.upload, 0)
+    writer.write(data, 0)
+    whole.update(data)
+    writer.commit(len(data), 0.0, whole)
+    writer.close()
+    record = CompletedUpload(
+        info.upload,
+        len(data),
+        whole.hexdigest(),
+        "receipt",
+        "2026-11-30T00:00:01Z",
+        metadata=info.metadata,
+    )
+    store.complete(record)
+
+    bucket = rgw.settings.bucket
+    clip, sidecar = f"clips/{info.upload}", f"clips/{info.upload}.json"
+    versions = {
+        key: rgw.client.head_object(Bucket=bucket, Key=key)["VersionId"] for key in (clip, sidecar)
+    }
+    assert retention.calls == [
+        ("prepare_bucket", bucket, None),
+        ("after_complete", clip, versions[clip]),
+        ("after_complete", sidecar, versions[sidecar]),
+    ]
+    for key in (clip, sidecar):
+        tags = rgw.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet")
+        assert tags == [{"Key": "retention", "Value": "evidence"}], key
+    assert store.load_completed(info.upload) == record
+    assert hashlib.sha256(rgw.object_bytes(info.upload)).hexdigest() == record.sha256
+
+
+def test_a_multipart_upload_whose_state_never_got_written_is_aborted_at_start(
+    rgw: RgwTarget,
+) -> None:
+    """A crash between CreateMultipartUpload and the state PUT leaves a multipart upload that
+    nothing would complete; the next start aborts it (here at once: `orphan_age=0`)."""
+
+    def crash_on_put(model: Any, **_: Any) -> None:
+        if model.name == "PutObject":
+            raise SimulatedCrash("crash before the state PUT")
+
+    store = rgw.store()
+    info = CreationInfo(new_upload_id(), 10, "", {}, "2026-11-30T00:00:00Z", None)
+    rgw.client.meta.events.register("before-call.s3", crash_on_put, unique_id="crash-put")
+    try:
+        with pytest.raises(SimulatedCrash):
+            store.create(info, 0.0)
+    finally:
+        rgw.client.meta.events.unregister("before-call.s3", unique_id="crash-put")
+
+    def open_multiparts() -> list[str]:
+        listed = rgw.client.list_multipart_uploads(Bucket=rgw.settings.bucket, Prefix="clips/")
+        return [entry["Key"] for entry in listed.get("Uploads", [])]
+
+    assert open_multiparts() == [f"clips/{info.upload}"]
+    assert S3Store(rgw.settings, client=rgw.client).recover() == []
+    assert open_multiparts() == [f"clips/{info.upload}"]  # young: maybe another node's
+    assert S3Store(rgw.settings, client=rgw.client, orphan_age=0).recover() == []
+    assert open_multiparts() == []

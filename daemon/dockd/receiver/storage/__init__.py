@@ -30,6 +30,9 @@ def open_store(
     `s3:http(s)://HOST[:PORT]/BUCKET` (the S3 store; `s3_options` are `S3Settings.from_spec`'s
     keyword arguments: credentials file, work bucket, region, part size, allow_plaintext).
 
+    `retention(work_bucket)` makes the S3 store's `ObjectRetention` hooks (`dockd serve`:
+    retention.options.retention_from_args); without it, `NoRetention`.
+
     Other schemes are refused by name rather than taken for a directory. Raises ValueError
     (S3ConfigError, KeyFileError) for a store that cannot be configured.
     """
@@ -43,10 +46,15 @@ def open_store(
         return FileStore(Path(rest))
     if scheme == "s3":
         # Imported here: the file store must work without the `s3` extra installed.
-        from dockd.receiver.storage.s3 import S3Store
-        from dockd.receiver.storage.s3_config import S3Settings
+        from dockd.receiver.storage.s3_config import S3ConfigError, S3Settings
 
         settings = S3Settings.from_spec(spec, **dict(s3_options or {}))
+        try:
+            from dockd.receiver.storage.s3 import S3Store
+        except ImportError as exc:
+            raise S3ConfigError(
+                f"the S3 store needs the s3 extra (pip install 'dockd[s3]'): {exc}"
+            ) from None
         hooks = retention(settings.work_bucket) if retention is not None else None
         return S3Store(settings, retention=hooks)
     # A directory named like "s3:bucket" is far likelier a mistyped store than a wish.

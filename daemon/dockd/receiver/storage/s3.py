@@ -52,7 +52,7 @@ from dockd.receiver.storage.api import (
     is_upload_id,
 )
 from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
-from dockd.receiver.storage.s3_errors import s3_call, s3_required
+from dockd.receiver.storage.s3_errors import list_objects, s3_call, s3_required
 from dockd.receiver.storage.s3_hash import new_hash, restore
 from dockd.receiver.storage.s3_retention_api import NoRetention, ObjectRetention
 from dockd.receiver.storage.s3_state import (
@@ -65,10 +65,12 @@ from dockd.receiver.storage.s3_writer import S3ChunkWriter, Spool, copy_stream, 
 
 log = structlog.get_logger("dockd.receiver.store")
 
-MAX_PARTS = 10_000  # S3's limit per multipart upload
 # Size parts so a whole upload fits in 9,000 of them, whatever its length: a margin below
 # S3's 10,000 for a part size that changes between restarts.
 _PART_BUDGET = 9_000
+# A multipart upload no state names is aborted at start once it is this old (seconds): a younger
+# one may be another node's creation between CreateMultipartUpload and its state write.
+ORPHAN_MULTIPART_AGE = 3600.0
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -90,6 +92,7 @@ class S3Store:
         retention: ObjectRetention | None = None,
         states: UploadStateBackend | None = None,
         spool_dir: str | None = None,
+        orphan_age: float = ORPHAN_MULTIPART_AGE,
     ) -> None:
         self.settings = settings
         self.client = client if client is not None else make_client(settings)
@@ -98,6 +101,7 @@ class S3Store:
             states if states is not None else WorkBucketState(self.client, settings.work_bucket)
         )
         self.spool_dir = spool_dir  # None: $TMPDIR
+        self.orphan_age = orphan_age
 
     # -- keys --
 
@@ -162,22 +166,18 @@ class S3Store:
         except StoreError as exc:
             log.warning("s3.orphan_not_deleted", bucket=bucket, key=key, error=str(exc))
 
-    def _delete_tails(self, upload: str, keep: str | None = None) -> None:
-        """Delete every tail object of the upload but `keep` (best effort)."""
-        paginator = self.client.get_paginator("list_objects_v2")
+    def _delete_tails(self, upload: str) -> None:
+        """Delete every tail object of the upload (best effort)."""
         try:
-            pages = s3_required(
-                lambda: list(
-                    paginator.paginate(Bucket=self.settings.work_bucket, Prefix=tail_prefix(upload))
-                )
-            )
+            keys = [
+                e["Key"]
+                for e in list_objects(self.client, self.settings.work_bucket, tail_prefix(upload))
+            ]
         except StoreError as exc:
             log.warning("s3.tails_not_listed", upload=upload, error=str(exc))
             return
-        for page in pages:
-            for entry in page.get("Contents", []):
-                if entry["Key"] != keep:
-                    self.delete_quietly(self.settings.work_bucket, entry["Key"])
+        for key in keys:
+            self.delete_quietly(self.settings.work_bucket, key)
 
     def _state(self, upload: str) -> S3UploadState:
         state = self.states.load(self._checked(upload))
@@ -212,7 +212,8 @@ class S3Store:
         """Make sure both buckets exist, finish interrupted completions, list unfinished ones."""
         self.retention.prepare_bucket(self.client, self.settings.bucket)
         self._ensure_work_bucket()
-        for key in self._keys(self.settings.work_bucket, "completing/"):
+        completing = list_objects(self.client, self.settings.work_bucket, "completing/")
+        for key in [entry["Key"] for entry in completing]:
             upload = key.removeprefix("completing/").removesuffix(".json")
             if not is_upload_id(upload):
                 log.warning("s3.unknown_object", key=key)
@@ -223,20 +224,35 @@ class S3Store:
                 continue
             self._finish_completion(CompletedUpload.from_json(data), fence=None)
             log.info("s3.completion_finished_on_recovery", upload=upload)
+        self._abort_orphan_multiparts(time.time() - self.orphan_age)
         return sorted(
             (PartialState(s.info, s.offset, s.expires) for s in self.states.all()),
             key=lambda partial: partial.info.upload,
         )
 
+    def _abort_orphan_multiparts(self, initiated_before: float) -> None:
+        """Abort multipart uploads under clips/ that no state names: a crash between
+        CreateMultipartUpload and the state PUT leaves one that nothing would ever complete."""
+        pages = iter(
+            self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.settings.bucket, Prefix="clips/"
+            )
+        )
+        while (page := s3_call(next, pages, None)) is not None:
+            for entry in page.get("Uploads", []):
+                upload = str(entry["Key"]).removeprefix("clips/")
+                if entry["Initiated"].timestamp() >= initiated_before or not is_upload_id(upload):
+                    continue
+                state = self.states.load(upload)
+                if state is not None and state.multipart_id == entry["UploadId"]:
+                    continue
+                log.warning("s3.orphan_multipart_aborted", upload=upload)
+                self._abort_quietly(upload, str(entry["Key"]), str(entry["UploadId"]))
+
     def _ensure_work_bucket(self) -> None:
         bucket = self.settings.work_bucket
         if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
             s3_required(self.client.create_bucket, Bucket=bucket)
-
-    def _keys(self, bucket: str, prefix: str) -> list[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = s3_required(lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix)))
-        return [entry["Key"] for page in pages for entry in page.get("Contents", [])]
 
     def create(self, info: CreationInfo, expires: float) -> None:
         key = self.clip_key(info.upload)
@@ -262,7 +278,7 @@ class S3Store:
         try:
             self.states.create(state)
         except StoreError:
-            self._abort_quietly(state)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
             raise
 
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
@@ -331,16 +347,13 @@ class S3Store:
     def _finish_completion(self, record: CompletedUpload, *, fence: int | None) -> None:
         """Steps 3-6; safe to run again from any point (recovery does)."""
         upload = record.upload
-        bucket, key = self.settings.bucket, self.clip_key(upload)
-        if (
-            s3_call(
-                self.client.head_object,
-                Bucket=bucket,
-                Key=self.sidecar_key(upload),
-                missing_ok=True,
-            )
-            is None
-        ):
+        bucket, key, sidecar_key = (
+            self.settings.bucket,
+            self.clip_key(upload),
+            self.sidecar_key(upload),
+        )
+        sidecar = s3_call(self.client.head_object, Bucket=bucket, Key=sidecar_key, missing_ok=True)
+        if sidecar is None:
             state = self.states.load(upload)
             if state is not None and state.tail_key is not None:
                 state = self._tail_as_last_part(state, fence)
@@ -348,27 +361,23 @@ class S3Store:
                 self._complete_multipart(state, record)
             version = self._confirm_length(record)
             self.retention.after_complete(self.client, bucket, key, version, record.metadata)
-            sidecar = {**asdict(record), "object_version": version}
-            reply = self._put_json(
+            sidecar = self._put_json(
                 bucket,
-                self.sidecar_key(upload),
-                sidecar,
+                sidecar_key,
+                {**asdict(record), "object_version": version},
                 **self.retention.creation_args(record.metadata),
             )
-            self.retention.after_complete(
-                self.client,
-                bucket,
-                self.sidecar_key(upload),
-                reply.get("VersionId"),
-                record.metadata,
-            )
+        # Again on recovery: a crash may have come between the sidecar PUT and this call.
+        self.retention.after_complete(
+            self.client, bucket, sidecar_key, sidecar.get("VersionId"), record.metadata
+        )
         self._clean_up_after_completion(upload)
 
     def _complete_multipart(self, state: S3UploadState, record: CompletedUpload) -> None:
         """Step 3, unless it already happened (upload id gone, object there: step 4 checks)."""
         if record.length == 0 and not state.parts:
             # S3 cannot complete a multipart upload of no parts: an empty object instead.
-            self._abort_quietly(state)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
             s3_required(
                 self.client.put_object,
                 Bucket=self.settings.bucket,
@@ -458,17 +467,13 @@ class S3Store:
         return CompletedUpload.from_json(data) if data is not None else None
 
     def completed(self) -> Iterator[CompletedUpload]:
-        uploads = sorted(
-            key.removeprefix("clips/").removesuffix(".json")
-            for key in self._keys(self.settings.bucket, "clips/")
-            if key.endswith(".json")
-        )
-        for upload in uploads:
-            if not is_upload_id(upload):
-                continue
-            record = self.load_completed(upload)
-            if record is not None:
-                yield record
+        # Listed in key order, which is upload-id order (ids have one length), page by page.
+        for entry in list_objects(self.client, self.settings.bucket, "clips/"):
+            upload = entry["Key"].removeprefix("clips/").removesuffix(".json")
+            if entry["Key"].endswith(".json") and is_upload_id(upload):
+                record = self.load_completed(upload)
+                if record is not None:
+                    yield record
 
     def open_completed(self, upload: str) -> BinaryIO:
         data = self._get_json(self.settings.bucket, self.sidecar_key(upload))
@@ -492,7 +497,7 @@ class S3Store:
     def terminate(self, upload: str) -> None:
         state = self.states.load(self._checked(upload))
         if state is not None:
-            self._abort_quietly(state)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
         self.states.delete(upload)
 
@@ -504,17 +509,17 @@ class S3Store:
         )
         self.terminate(upload)
 
-    def _abort_quietly(self, state: S3UploadState) -> None:
+    def _abort_quietly(self, upload: str, key: str, multipart_id: str) -> None:
         try:
             s3_call(
                 self.client.abort_multipart_upload,
                 Bucket=self.settings.bucket,
-                Key=state.key,
-                UploadId=state.multipart_id,
+                Key=key,
+                UploadId=multipart_id,
                 missing_ok=True,
             )
         except StoreError as exc:
-            log.warning("s3.abort_failed", upload=state.info.upload, error=str(exc))
+            log.warning("s3.abort_failed", upload=upload, error=str(exc))
 
     def load_tombstone(self, upload: str) -> Tombstone | None:
         data = self._get_json(self.settings.work_bucket, self._tombstone_key(upload))
@@ -525,22 +530,19 @@ class S3Store:
         )
 
     def sweep_tombstones(self, older_than: float) -> int:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = s3_required(
-            lambda: list(paginator.paginate(Bucket=self.settings.work_bucket, Prefix="tombstones/"))
-        )
-        removed = 0
-        for page in pages:
-            for entry in page.get("Contents", []):
-                if entry["LastModified"].timestamp() < older_than:
-                    s3_call(
-                        self.client.delete_object,
-                        Bucket=self.settings.work_bucket,
-                        Key=entry["Key"],
-                        missing_ok=True,
-                    )
-                    removed += 1
-        return removed
+        old = [
+            entry["Key"]
+            for entry in list_objects(self.client, self.settings.work_bucket, "tombstones/")
+            if entry["LastModified"].timestamp() < older_than
+        ]
+        for key in old:
+            s3_call(
+                self.client.delete_object,
+                Bucket=self.settings.work_bucket,
+                Key=key,
+                missing_ok=True,
+            )
+        return len(old)
 
 
 class _ObjectReader(io.RawIOBase):

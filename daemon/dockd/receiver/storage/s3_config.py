@@ -59,7 +59,6 @@ class S3Settings:
     read_timeout: float = 30.0
     max_attempts: int = 3  # botocore "standard" mode counts the first try
     max_pool_connections: int = 64
-    quota_bytes: int | None = None  # what `free_bytes` reports against; None: no limit
 
     @classmethod
     def from_spec(

@@ -4,6 +4,7 @@
   `StoreUnavailable` (the handlers answer 503 + Retry-After; nothing acknowledged is lost);
 * "not there" (404: NoSuchKey, NoSuchUpload; RGW answers NoSuchKey for an aborted multipart
   upload) -> None when the caller said `missing_ok`, else `StoreError` naming what was missing;
+* a quota exceeded (RGW's 403 QuotaExceeded) -> `StoreFull` (507);
 * anything else (403, 400 BadDigest, ...) -> `StoreError`.
 
 botocore's own "standard" retries have already run when an error gets here.
@@ -11,13 +12,13 @@ botocore's own "standard" retries have already run when an error gets here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from dockd.receiver.storage.api import StoreError, StoreUnavailable
+from dockd.receiver.storage.api import StoreError, StoreFull, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -50,6 +51,8 @@ def s3_call(
             if missing_ok:
                 return None
             raise StoreError(f"{operation}: not found in S3 ({error_code(exc)})") from exc
+        if error_code(exc) == "QuotaExceeded":
+            raise StoreFull(f"{operation}: S3 quota exceeded") from exc
         if http_status(exc) >= 500 or error_code(exc) in _BUSY:
             raise StoreUnavailable(
                 f"{operation}: S3 gateway answered {http_status(exc)} {error_code(exc)}",
@@ -67,3 +70,11 @@ def s3_required(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     result = s3_call(function, *args, **kwargs)
     assert result is not None
     return result
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object under `prefix`, page by page (1,000 at a time, never the whole listing in
+    memory), in key order; each page fetch fails as `s3_call` says."""
+    pages = iter(client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+    while (page := s3_call(next, pages, None)) is not None:
+        yield from page.get("Contents", [])

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from dockd.receiver.storage.api import CreationInfo, StoreError
-from dockd.receiver.storage.s3_errors import s3_call, s3_required
+from dockd.receiver.storage.s3_errors import list_objects, s3_call, s3_required
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class WorkBucketState:
         )
         if body is None:
             return None
-        state = S3UploadState.from_json(json.loads(body["Body"].read()))
+        state = S3UploadState.from_json(json.loads(s3_required(body["Body"].read)))
         with self._lock:
             self._cache[upload] = state
         return state
@@ -187,13 +187,8 @@ class WorkBucketState:
             self._cache.pop(upload, None)
 
     def all(self) -> Iterator[S3UploadState]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        pages = s3_required(
-            lambda: list(paginator.paginate(Bucket=self._bucket, Prefix=STATE_PREFIX))
-        )
-        for page in pages:
-            for entry in page.get("Contents", []):
-                upload = entry["Key"].removeprefix(STATE_PREFIX).removesuffix(".json")
-                state = self.load(upload)
-                if state is not None:
-                    yield state
+        for entry in list_objects(self._client, self._bucket, STATE_PREFIX):
+            upload = entry["Key"].removeprefix(STATE_PREFIX).removesuffix(".json")
+            state = self.load(upload)
+            if state is not None:
+                yield state
