@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(exitcodes.CONFIG, str(exc))
     try:
         return int(s3_call(args.action, args, client, settings, audit) or 0)
+    except AuditLogError as exc:  # a ValueError too, but not the operator's typing
+        return _fail(exitcodes.CONFIG, str(exc))
     except (ValueError, argparse.ArgumentTypeError) as exc:
         return _fail(exitcodes.USAGE, str(exc))
     except StoreUnavailable as exc:
