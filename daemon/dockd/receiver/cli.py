@@ -28,6 +28,7 @@ from dockd.receiver.app import LISTEN_BACKLOG, ReceiverSettings, start
 from dockd.receiver.auth import load_tokens
 from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
+from dockd.receiver.retention import options as retention_options
 from dockd.receiver.storage import open_store
 from dockd.receiver.storage.api import StoreError, StoreUnavailable
 from dockd.receiver.storage.s3_config import DEFAULT_PART_SIZE, DEFAULT_REGION
@@ -203,6 +204,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    retention_options.add_arguments(parser)  # --retention-days, --audit-dir (S3 store)
 
 
 def add_s3_arguments(parser: argparse.ArgumentParser) -> None:
@@ -276,7 +278,11 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
     """Load key files and build the settings; KeyFileError/ConfigError name the culprit."""
     try:
         return ReceiverSettings(
-            store=open_store(args.store, s3_options=s3_options(args)),
+            store=open_store(
+                args.store,
+                s3_options=s3_options(args),
+                retention=lambda work: retention_options.retention_from_args(args, work),
+            ),
             signing_key=load_signing_key(args.signing_key),
             base_path=args.base_path,
             max_size=args.max_size,
