@@ -73,7 +73,9 @@ class ObjectLockRetention:
         client.put_bucket_lifecycle_configuration(
             Bucket=bucket, LifecycleConfiguration={"Rules": wanted}
         )
-        log.warning(
+        # Setting the rules on a new bucket is routine; replacing other rules deserves a look
+        # (two nodes with different --retention-days rewrite each other's).
+        (log.warning if current else log.info)(
             "retention.lifecycle_rules_changed", bucket=bucket, before=current, after=wanted
         )
 
