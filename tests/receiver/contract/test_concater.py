@@ -151,80 +151,84 @@ async def test_final_upload_is_signed_over_exactly_its_bytes(
     under_test: StoreUnderTest, tmp_path
 ) -> None:
     data = bytes(range(256)) * 40
-    async with aiohttp.ClientSession() as session:
-        async with running_receiver(tmp_path, store=under_test.reopen()) as rx:
-            tus = Tus(session, rx.url)
-            options = await tus.request("OPTIONS", rx.url)
-            assert "concatenation" in options.headers["Tus-Extension"].split(",")
-            partial = (await tus.create(len(data), headers={"Upload-Concat": "partial"})).headers[
-                "Location"
-            ]
-            done = await tus.patch(partial, 0, data)
-            assert done.status == 204 and receipt.HEADER not in done.headers
-            head = await tus.head(partial)
-            assert head.headers["Upload-Concat"] == "partial" and head.offset == len(data)
-            concat = f"final;{partial}"
-            final = await tus.request(
-                "POST", rx.url, {"Upload-Concat": concat, "Upload-Metadata": "sha256 cGxhaW4="}
-            )
-            assert final.status == 201, final
-            location = final.headers["Location"]
-            head = await tus.head(location)
-            assert head.headers["Upload-Concat"] == concat
-            assert head.offset == int(head.headers["Upload-Length"]) == len(data)
-            assert head.headers["Upload-Metadata"] == "sha256 cGxhaW4="
-            upload = location.rsplit("/", 1)[-1]
-            signed = receipt.verify(head.headers[receipt.HEADER], rx.public_key)
-            assert signed.matches(
-                upload=upload, length=len(data), sha256=hashlib.sha256(data).hexdigest()
-            )
-            assert (await tus.patch(location, len(data), b"")).status == 403
-            assert (await tus.head(partial)).status == 404  # used up
-            with rx.store.open_completed(upload) as stream:
-                assert stream.read() == data
+    async with (
+        aiohttp.ClientSession() as session,
+        running_receiver(tmp_path, store=under_test.reopen()) as rx,
+    ):
+        tus = Tus(session, rx.url)
+        options = await tus.request("OPTIONS", rx.url)
+        assert "concatenation" in options.headers["Tus-Extension"].split(",")
+        partial = (await tus.create(len(data), headers={"Upload-Concat": "partial"})).headers[
+            "Location"
+        ]
+        done = await tus.patch(partial, 0, data)
+        assert done.status == 204 and receipt.HEADER not in done.headers
+        head = await tus.head(partial)
+        assert head.headers["Upload-Concat"] == "partial" and head.offset == len(data)
+        concat = f"final;{partial}"
+        final = await tus.request(
+            "POST", rx.url, {"Upload-Concat": concat, "Upload-Metadata": "sha256 cGxhaW4="}
+        )
+        assert final.status == 201, final
+        location = final.headers["Location"]
+        head = await tus.head(location)
+        assert head.headers["Upload-Concat"] == concat
+        assert head.offset == int(head.headers["Upload-Length"]) == len(data)
+        assert head.headers["Upload-Metadata"] == "sha256 cGxhaW4="
+        upload = location.rsplit("/", 1)[-1]
+        signed = receipt.verify(head.headers[receipt.HEADER], rx.public_key)
+        assert signed.matches(
+            upload=upload, length=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )
+        assert (await tus.patch(location, len(data), b"")).status == 403
+        assert (await tus.head(partial)).status == 404  # used up
+        with rx.store.open_completed(upload) as stream:
+            assert stream.read() == data
 
 
 async def test_two_partials_are_rehashed_as_one_stream(
     under_test: StoreUnderTest, tmp_path
 ) -> None:
     first, second = b"first " * 700, b"second " * 900
-    async with aiohttp.ClientSession() as session:
-        async with running_receiver(tmp_path, store=under_test.reopen()) as rx:
-            tus = Tus(session, rx.url)
-            urls = []
-            for piece in (first, second):
-                url = (await tus.create(len(piece), headers={"Upload-Concat": "partial"})).headers[
-                    "Location"
-                ]
-                await tus.patch(url, 0, piece)
-                urls.append(url.removeprefix(rx.url.split("/files/")[0]))  # relative URLs
-            final = await tus.request("POST", rx.url, {"Upload-Concat": "final;" + " ".join(urls)})
-            assert final.status == 201, final
-            signed = receipt.verify(final.headers[receipt.HEADER], rx.public_key)
-            assert signed.sha256 == hashlib.sha256(first + second).hexdigest()
-            assert signed.length == len(first + second)
+    async with (
+        aiohttp.ClientSession() as session,
+        running_receiver(tmp_path, store=under_test.reopen()) as rx,
+    ):
+        tus = Tus(session, rx.url)
+        urls = []
+        for piece in (first, second):
+            url = (await tus.create(len(piece), headers={"Upload-Concat": "partial"})).headers[
+                "Location"
+            ]
+            await tus.patch(url, 0, piece)
+            urls.append(url.removeprefix(rx.url.split("/files/")[0]))  # relative URLs
+        final = await tus.request("POST", rx.url, {"Upload-Concat": "final;" + " ".join(urls)})
+        assert final.status == 201, final
+        signed = receipt.verify(final.headers[receipt.HEADER], rx.public_key)
+        assert signed.sha256 == hashlib.sha256(first + second).hexdigest()
+        assert signed.length == len(first + second)
 
 
 async def test_concatenation_refusals_are_clear(under_test: StoreUnderTest, tmp_path) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with running_receiver(tmp_path, store=under_test.reopen()) as rx:
-            tus = Tus(session, rx.url)
-            partial = (await tus.create(10, headers={"Upload-Concat": "partial"})).headers[
-                "Location"
-            ]
-            ordinary = (await tus.create(3)).headers["Location"]
-            await tus.patch(ordinary, 0, b"abc")
+    async with (
+        aiohttp.ClientSession() as session,
+        running_receiver(tmp_path, store=under_test.reopen()) as rx,
+    ):
+        tus = Tus(session, rx.url)
+        partial = (await tus.create(10, headers={"Upload-Concat": "partial"})).headers["Location"]
+        ordinary = (await tus.create(3)).headers["Location"]
+        await tus.patch(ordinary, 0, b"abc")
 
-            async def final(value: str, **extra: str) -> int:
-                reply = await tus.request("POST", rx.url, {"Upload-Concat": value, **extra})
-                return reply.status
+        async def final(value: str, **extra: str) -> int:
+            reply = await tus.request("POST", rx.url, {"Upload-Concat": value, **extra})
+            return reply.status
 
-            assert await final(f"final;{partial}") == 400  # unfinished
-            assert await final(f"final;{ordinary}") in (400, 404)  # not a partial
-            assert await final("final;" + rx.url + "A" * 32) == 404
-            assert await final("final;") == 400
-            assert await final("joined;" + partial) == 400
-            await tus.patch(partial, 0, b"0123456789")
-            assert await final(f"final;{partial}", **{"Upload-Length": "10"}) == 400
-            assert await final(f"final;{partial} {partial}") == 400
-            assert await final(f"final;{partial}") == 201
+        assert await final(f"final;{partial}") == 400  # unfinished
+        assert await final(f"final;{ordinary}") in (400, 404)  # not a partial
+        assert await final("final;" + rx.url + "A" * 32) == 404
+        assert await final("final;") == 400
+        assert await final("joined;" + partial) == 400
+        await tus.patch(partial, 0, b"0123456789")
+        assert await final(f"final;{partial}", **{"Upload-Length": "10"}) == 400
+        assert await final(f"final;{partial} {partial}") == 400
+        assert await final(f"final;{partial}") == 201
