@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class FakeUpload:
     data: bytearray | None = None
     receipt: str | None = None
     received: int = 0  # every byte sent to this upload, resends included
+    partial: bool = False  # tus concatenation: never confirmed on its own
 
     @property
     def sha256(self) -> str:
@@ -79,6 +80,8 @@ class FakeUploader:
         self.blocks = 0  # blocks received by all sends (one block is one PATCH over tus)
         self.unavailable = False
         self.block_delay = 0.0
+        # Offer tus concatenation (the dock's one pass); off: the two-pass fallback.
+        self.concatenation = False
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -107,7 +110,7 @@ class FakeUploader:
 
     def completed(self, kind: str | None = None) -> list[FakeUpload]:
         """Finished uploads; `kind` "clip" or "manifest" selects by what the metadata says."""
-        done = [u for u in self.uploads.values() if u.offset == u.length]
+        done = [u for u in self.uploads.values() if u.offset == u.length and not u.partial]
         if kind == "manifest":
             return [u for u in done if u.metadata.get("type") == "dockd-manifest-v1"]
         if kind == "clip":
@@ -148,6 +151,31 @@ class FakeUploader:
         )
         return url
 
+    async def supports_concatenation(self) -> bool:
+        return self.concatenation
+
+    async def create_partial(self, length: int) -> str:
+        assert self.concatenation, "the dock asked for a partial upload the server does not offer"
+        url = await self.create(length, {})
+        self.uploads[url].partial = True
+        return url
+
+    async def create_final(
+        self, partials: Sequence[str], metadata: Mapping[str, str | bytes]
+    ) -> str:
+        """As our receiver: the final takes over the finished partial's bytes and hash."""
+        assert self.concatenation and len(partials) == 1
+        self._gate("create_final")
+        partial = self._upload(partials[0])
+        if not partial.partial or partial.offset != partial.length:
+            raise UploadError("fake: not a finished partial upload")
+        url = await self.create(partial.length, metadata)
+        final = self.uploads[url]
+        final.offset, final.hasher, final.data = partial.offset, partial.hasher, partial.data
+        del self.uploads[partials[0]]
+        self._complete(final)
+        return url
+
     async def status(self, url: str) -> UploadState:
         self._gate("status")
         upload = self._upload(url)
@@ -186,7 +214,8 @@ class FakeUploader:
             await stream.aclose()  # type: ignore[attr-defined]
         if upload.offset != length:
             raise UploadError(f"fake: the data source ended at byte {upload.offset} of {length}")
-        self._complete(upload)
+        if not upload.partial:
+            self._complete(upload)
         if self._lose_response:
             self._lose_response = False
             raise ServerUnavailable("fake: the server stored every byte, but its answer was lost")
