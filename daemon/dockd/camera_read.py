@@ -27,7 +27,7 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +199,7 @@ def _blocks(
     start: int,
     block_size: int,
     on_read: Callable[[int], None] = _ignore,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Ciphertext from `start` in blocks of exactly `block_size` (the last one shorter)."""
     with open_clip(root, rel_path) as raw:
         _check_identity(raw, expected, "since it was hashed")
@@ -232,12 +232,11 @@ def _in_blocks(pieces: Iterator[bytes], block_size: int) -> Iterator[bytes]:
 
 @dataclass
 class Digests:
-    """What one pass learned by its end: both SHA-256s of exactly the bytes read (None until a
-    pass read the last byte), and how many plaintext bytes it read again only to rebuild them."""
+    """What a one pass learned by its end: both SHA-256s of exactly the bytes read (None until a
+    pass read the last byte)."""
 
     plaintext_sha256: str | None = None
     ciphertext_sha256: str | None = None
-    reread: int = 0
 
 
 def _one_pass_blocks(
@@ -251,7 +250,7 @@ def _one_pass_blocks(
     digests: Digests,
     on_read: Callable[[int], None],
     stop: threading.Event,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The clip's ciphertext from `start` in blocks, hashing both sides of every byte from 0.
 
     Bytes before `start` (the server holds them: a resume) are read, encrypted and hashed but not
@@ -273,7 +272,6 @@ def _one_pass_blocks(
                     yield piece[start - position :] if position < start else piece
                 position = end
 
-        digests.reread = plaintext_before(len(header), start, expected.size)
         sent = start
         try:
             for block in _in_blocks(sent_part(), block_size):
@@ -354,7 +352,7 @@ def ciphertext_stream(
     return _threaded(_blocks(root, rel_path, expected, header, secrets, start, block_size, on_read))
 
 
-async def _threaded(blocks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _threaded(blocks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """`blocks`, produced one block ahead in a thread of their own.
 
     One thread per stream, so a block is encrypted while the previous one is on the wire; memory is
@@ -374,7 +372,7 @@ async def _threaded(blocks: Iterator[bytes]) -> AsyncIterator[bytes]:
             yield block  # type: ignore[misc]
     finally:
         # Runs after any block still being encrypted: the generator is never closed mid-step.
-        executor.submit(blocks.close)  # type: ignore[attr-defined]
+        executor.submit(blocks.close)
         executor.shutdown(wait=False)
 
 
