@@ -82,6 +82,7 @@ class FakeUploader:
         self.block_delay = 0.0
         # Offer tus concatenation (the dock's one pass); off: the two-pass fallback.
         self.concatenation = False
+        self._finals: dict[str, str] = {}  # used partial -> the final made of it
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -166,6 +167,9 @@ class FakeUploader:
         """As our receiver: the final takes over the finished partial's bytes and hash."""
         assert self.concatenation and len(partials) == 1
         self._gate("create_final")
+        made = self._finals.get(partials[0])
+        if made is not None and self.uploads[made].metadata == dict(metadata):
+            return made  # the same request again (its answer lost): the same final
         partial = self._upload(partials[0])
         if not partial.partial or partial.offset != partial.length:
             raise UploadError("fake: not a finished partial upload")
@@ -173,6 +177,7 @@ class FakeUploader:
         final = self.uploads[url]
         final.offset, final.hasher, final.data = partial.offset, partial.hasher, partial.data
         del self.uploads[partials[0]]
+        self._finals[partials[0]] = url
         self._complete(final)
         return url
 

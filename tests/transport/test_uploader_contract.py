@@ -116,7 +116,9 @@ async def test_a_final_upload_of_a_sent_partial_gets_the_receipt_for_its_bytes(s
     assert signed.matches(
         upload=upload_id(final), length=len(DATA), sha256=hashlib.sha256(DATA).hexdigest()
     )
-    with pytest.raises(UploadGone):  # used up: a second final cannot be made of it
-        await seam.uploader.create_final([partial], METADATA)
+    # The same creation again (its answer was lost): the same final, never a second copy.
+    assert await seam.uploader.create_final([partial], METADATA) == final
+    with pytest.raises(UploadGone):  # used up: no final with other metadata
+        await seam.uploader.create_final([partial], {**METADATA, "evidence": "true"})
     with pytest.raises(UploadGone):
         await seam.uploader.create_final([seam.missing_url], METADATA)

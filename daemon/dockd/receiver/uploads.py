@@ -39,6 +39,7 @@ from dockd.receiver.storage.api import (
     StoreError,
     Tombstone,
     UploadStore,
+    concatenated_into,
     rfc3339,
 )
 from dockd.receiver.threads import run_blocking
@@ -323,6 +324,10 @@ class UploadCoordinator:
         store = self.store
         if not isinstance(store, Concater):
             raise ProtocolError(400, "concatenation is not supported by this store")
+        made = await self._made_before(info, partial_ids)
+        if made is not None:
+            log.info("upload.concatenation_repeated", upload=made.upload, dock=info.dock)
+            return made
         partials = [self._partial_for_final(p, info.dock) for p in partial_ids]
         if len(set(partial_ids)) != len(partial_ids):
             raise ProtocolError(400, "Upload-Concat names a partial upload twice")
@@ -354,6 +359,31 @@ class UploadCoordinator:
             dock=info.dock,
         )
         return record
+
+    async def _made_before(
+        self, info: CreationInfo, partial_ids: Sequence[str]
+    ) -> CompletedUpload | None:
+        """The final upload these partials already went into, if this is the same request again
+        (same dock, same `Upload-Concat` and metadata): its answer was lost, and a second final
+        of the same bytes would only be a duplicate."""
+        if not partial_ids or any(p in self._uploads for p in partial_ids):
+            return None
+        finals = set()
+        for partial in partial_ids:
+            tombstone = await run_blocking(self.store.load_tombstone, partial)
+            if tombstone is None or tombstone.dock != info.dock:
+                return None
+            finals.add(concatenated_into(tombstone))
+        final = finals.pop() if len(finals) == 1 else None
+        if final is None:
+            return None
+        record = await run_blocking(self.store.load_completed, final)
+        same = record is not None and (record.concat, record.metadata_header, record.dock) == (
+            info.concat,
+            info.metadata_header,
+            info.dock,
+        )
+        return record if same else None
 
     def _partial_for_final(self, upload_id: str, dock: str | None) -> Upload:
         upload = self._uploads.get(upload_id)

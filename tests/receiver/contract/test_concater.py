@@ -20,6 +20,7 @@ from dockd.receiver.storage.api import (
     CreationInfo,
     StoreError,
     UploadStore,
+    concatenated_into,
     new_upload_id,
     rfc3339,
 )
@@ -87,6 +88,9 @@ def test_concatenate_makes_a_completed_upload_of_the_partials(
     concater.concatenate(record, [p.upload for p in partials])
     restarted = under_test.reopen()
     assert not restarted.recover(), "used partials are gone"
+    for partial in partials:  # each names the final it went into
+        tombstone = restarted.load_tombstone(partial.upload)
+        assert tombstone is not None and concatenated_into(tombstone) == record.upload
     assert restarted.load_completed(record.upload) == record
     assert _read(restarted, record.upload) == data
     concater.concatenate(record, [p.upload for p in partials])  # idempotent
@@ -181,7 +185,17 @@ async def test_final_upload_is_signed_over_exactly_its_bytes(
             upload=upload, length=len(data), sha256=hashlib.sha256(data).hexdigest()
         )
         assert (await tus.patch(location, len(data), b"")).status == 403
-        assert (await tus.head(partial)).status == 404  # used up
+        assert (await tus.head(partial)).status == 410  # used up
+        # The same request again (its answer lost): the same final, not a second copy.
+        again = await tus.request(
+            "POST", rx.url, {"Upload-Concat": concat, "Upload-Metadata": "sha256 cGxhaW4="}
+        )
+        assert again.status == 201 and again.headers["Location"] == location
+        assert again.headers[receipt.HEADER] == head.headers[receipt.HEADER]
+        other = await tus.request(
+            "POST", rx.url, {"Upload-Concat": concat, "Upload-Metadata": "sha256 b3RoZXI="}
+        )
+        assert other.status == 404  # not the same request: the partial is used up
         with rx.store.open_completed(upload) as stream:
             assert stream.read() == data
 

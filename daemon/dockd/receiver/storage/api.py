@@ -157,12 +157,28 @@ class CompletedUpload:
 
 @dataclass(frozen=True)
 class Tombstone:
-    """An upload that expired unfinished: it answers 410 rather than 404 for a while."""
+    """An upload that expired unfinished, or a partial upload used by a final one: it answers
+    410 rather than 404 for a while."""
 
     upload: str
-    reason: str
+    reason: str  # "expired", or `concatenated_reason(final)`
     at: float
     dock: str | None
+
+
+_CONCATENATED = "concatenated into "
+
+
+def concatenated_reason(final: str) -> str:
+    """The tombstone reason of a partial upload used by the final upload `final`: a final
+    creation repeated after a lost answer finds the final it already made (idempotent)."""
+    return _CONCATENATED + final
+
+
+def concatenated_into(tombstone: Tombstone) -> str | None:
+    """The final upload a partial's tombstone names, or None (expired, or not a partial)."""
+    final = tombstone.reason.removeprefix(_CONCATENATED)
+    return final if final != tombstone.reason and is_upload_id(final) else None
 
 
 # -- the interfaces --
@@ -318,7 +334,8 @@ class Concater(Protocol):
         self, record: CompletedUpload, partials: Sequence[str], *, fence: int | None = None
     ) -> None:
         """Atomically create the completed upload `record` whose bytes are the committed bytes
-        of `partials` in order (their lengths sum to `record.length`), then drop the partials.
+        of `partials` in order (their lengths sum to `record.length`), then replace each
+        partial by a tombstone whose reason is `concatenated_reason(record.upload)`.
 
         Crash-safe as `complete`: after any crash the final upload is either completed (sidecar
         and exactly `record.length` bytes) or absent, and until it is completed every partial

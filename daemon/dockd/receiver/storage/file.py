@@ -52,6 +52,7 @@ from dockd.receiver.storage.api import (
     StoreError,
     StoreFull,
     Tombstone,
+    concatenated_reason,
     is_upload_id,
 )
 
@@ -315,7 +316,8 @@ class FileStore:
         hard link (no copy: the same inode gets a second name, the partial stays intact); several
         are copied and fsync'd. From there the path is `complete`'s: pending sidecar, data
         renamed into complete/, sidecar renamed (the moment of completion). The partials are
-        removed only after that; a crash before leaves them to expire.
+        replaced by tombstones naming the final only after that; a crash before leaves them to
+        expire.
         """
         final = record.upload
         if self.sidecar_path(final).exists():
@@ -336,6 +338,7 @@ class FileStore:
         _write_durably(pending, _json_bytes(asdict(record)))
         self._finish_completion(final, pending, sidecar)
         for partial in partials:
+            self.write_tombstone(partial, concatenated_reason(final), record.dock)
             self.remove_partial(partial)
 
     def _check_partial_committed(self, upload: str, length: int | None) -> int:

@@ -28,6 +28,7 @@ from dockd.receiver.storage.api import (
     StoreFull,
     StoreUnavailable,
     Tombstone,
+    concatenated_reason,
     is_upload_id,
 )
 
@@ -180,6 +181,9 @@ class MemoryStore:
             self.medium.completed[record.upload] = (record, data)
             for partial in partials:
                 del self.medium.unfinished[partial]
+                self.medium.tombstones[partial] = Tombstone(
+                    partial, concatenated_reason(record.upload), time.time(), record.dock
+                )
 
     def _finished_partial(self, upload: str) -> _Unfinished:
         entry = self.unfinished(upload)
