@@ -34,6 +34,7 @@ async def test_options_advertises_capabilities_without_tus_resumable(tus: Tus, s
             "checksum",
             "termination",
             "expiration",
+            "concatenation",  # the file store implements Concater
         }
         assert response.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
         assert int(response.headers["Tus-Max-Size"]) == 1 << 40

@@ -357,6 +357,8 @@ class UploadCoordinator:
             length=length,
             sha256=digest,
             dock=info.dock,
+            camera=_short(info.metadata.get("camera")),
+            metadata_keys=sorted(info.metadata),
         )
         return record
 
