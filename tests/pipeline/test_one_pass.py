@@ -127,3 +127,26 @@ async def test_a_receipt_for_other_bytes_quarantines_the_one_pass_clip(
         assert (tmp_path / "bays/bay-1" / CLIP).stat().st_size == SIZE
     finally:
         await running.close()
+
+
+async def test_a_ctime_only_change_mid_stream_is_settled_by_content(
+    tmp_path, fake, keys, recipient
+):
+    """A chmod (or a hard link made or removed elsewhere) moves ctime but not the bytes: the
+    pass reads the file again to prove it, and the clip goes on instead of being quarantined."""
+    fake.pause()
+    running = await _start(tmp_path, fake, keys, recipient)
+    try:
+        digests = make_bay(tmp_path / "bays", "bay-1", "CAM-1", {CLIP: SIZE})
+        await wait_for(lambda: fake.calls["send"] >= 1, what="the stream under way")
+        path = tmp_path / "bays/bay-1" / CLIP
+        before = path.stat().st_ctime_ns
+        await wait_for(lambda: (path.chmod(0o640), path.stat().st_ctime_ns != before)[1])
+        fake.resume()
+        await wait_for(lambda: _state(tmp_path) == "WIPED", what="wipe")
+        # The pass, its content check at the end, and the wipe's re-hash (ctime moved).
+        assert running.daemon.metrics.read_bytes._value.get() == 3 * SIZE
+        [obj] = fake.stored_objects(tmp_path / "server-copy")
+        assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests[CLIP]
+    finally:
+        await running.close()
