@@ -5,6 +5,7 @@ upload is signed over the SHA-256 of exactly its bytes, and every refusal is a c
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -246,3 +247,40 @@ async def test_concatenation_refusals_are_clear(under_test: StoreUnderTest, tmp_
         assert await final(f"final;{partial}", **{"Upload-Length": "10"}) == 400
         assert await final(f"final;{partial} {partial}") == 400
         assert await final(f"final;{partial}") == 201
+
+
+async def test_a_finished_partial_survives_a_restart_and_its_hash_is_rebuilt(
+    under_test: StoreUnderTest, tmp_path
+) -> None:
+    """After a restart the partial's running hash is rebuilt from the committed bytes, so the
+    final's receipt still names exactly them."""
+    data = b"rebuilt " * 3000
+    async with aiohttp.ClientSession() as session:
+        async with running_receiver(tmp_path, store=under_test.reopen()) as rx:
+            partial = (
+                await Tus(session, rx.url).create(len(data), headers={"Upload-Concat": "partial"})
+            ).headers["Location"]
+            await Tus(session, rx.url).patch(partial, 0, data)
+        upload = partial.rsplit("/", 1)[-1]
+        async with running_receiver(tmp_path, store=under_test.reopen()) as rx:
+            tus = Tus(session, rx.url)
+            final = await tus.request("POST", rx.url, {"Upload-Concat": f"final;/files/{upload}"})
+            assert final.status == 201, final
+            signed = receipt.verify(final.headers[receipt.HEADER], rx.public_key)
+            assert signed.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_finished_partial_no_final_takes_expires(tmp_path) -> None:
+    """Never completed on its own, a partial with all its bytes still expires (410)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        running_receiver(tmp_path, expire_after=0.5, sweep_interval=3600) as rx,
+    ):
+        tus = Tus(session, rx.url)
+        partial = (await tus.create(4, headers={"Upload-Concat": "partial"})).headers["Location"]
+        assert (await tus.patch(partial, 0, b"done")).status == 204
+        deadline = time.monotonic() + 10
+        while (await tus.head(partial)).status != 410:
+            assert time.monotonic() < deadline, "a finished partial never expired"
+            await asyncio.sleep(0.1)
+        assert not list(rx.store.completed())
