@@ -342,14 +342,20 @@ class FileStore:
             self.remove_partial(partial)
 
     def _check_partial_committed(self, upload: str, length: int | None) -> int:
-        """The partial's length, if all its bytes (at least `length`) are committed."""
+        """The partial's length, if its data file holds all its bytes (at least `length`).
+
+        That every byte is *committed* is the caller's to check (the coordinator does, under the
+        upload's lock, from the committed offset it keeps); no writer is open then, and what a
+        failed or interrupted chunk left past the committed offset was truncated away, so the
+        data file is exactly the committed bytes. Reading the state file here would tie this
+        method to its format.
+        """
         created = _read_json(self._path(self.partial_dir, upload, ".json"))
-        state = _read_json(self._path(self.partial_dir, upload, ".state")) or {}
         if created is None:
             raise NotFound(f"{upload}: no unfinished upload")
         info = CreationInfo.from_json(created)
         need = info.length if length is None else length
-        if not info.partial or int(state.get("offset", 0)) < need:
+        if not info.partial or self.data_path(upload).stat().st_size < need:
             raise StoreError(f"{upload}: not a finished partial upload")
         return info.length
 
