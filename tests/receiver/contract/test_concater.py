@@ -25,6 +25,7 @@ from dockd.receiver.storage.api import (
     new_upload_id,
     rfc3339,
 )
+from dockd.receiver.storage.memory import MemoryStore
 from support.receiver import Tus, running_receiver
 from support.stores import SimulatedCrash, StoreUnderTest
 
@@ -294,3 +295,29 @@ async def test_a_finished_partial_no_final_takes_expires(tmp_path) -> None:
             assert time.monotonic() < deadline, "a finished partial never expired"
             await asyncio.sleep(0.1)
         assert not list(rx.store.completed())
+
+
+class _NoConcatStore:
+    """A memory store that does not offer the optional `Concater` (as the S3 store today)."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("open_partial", "concatenate"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def test_a_store_without_concater_is_not_offered_concatenation(tmp_path) -> None:
+    store = _NoConcatStore()
+    assert isinstance(store, UploadStore) and not isinstance(store, Concater)
+    async with (
+        aiohttp.ClientSession() as session,
+        running_receiver(tmp_path, store=store) as rx,
+    ):
+        tus = Tus(session, rx.url)
+        options = await tus.request("OPTIONS", rx.url)
+        assert "concatenation" not in options.headers["Tus-Extension"].split(",")
+        refused = await tus.create(4, headers={"Upload-Concat": "partial"})
+        assert refused.status == 400
