@@ -152,3 +152,23 @@ async def test_a_ctime_only_change_mid_stream_is_settled_by_content(
         assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests[CLIP]
     finally:
         await running.close()
+
+
+async def test_a_final_whose_answer_was_lost_is_found_again_not_made_twice(
+    tmp_path, fake, keys, recipient
+):
+    """The dock asks again for the final upload it could not journal: the server answers with
+    the one it made, so nothing is read or sent again and there is one stored copy."""
+    fake.lose_final_response()
+    running = await _start(tmp_path, fake, keys, recipient)
+    try:
+        digests = make_bay(tmp_path / "bays", "bay-1", "CAM-1", {CLIP: SIZE})
+        await wait_for(lambda: _state(tmp_path) == "WIPED", what="wipe after the lost answer")
+        [final] = fake.completed("clip")
+        assert fake.calls["create_final"] == 2
+        assert running.daemon.metrics.read_bytes._value.get() == SIZE  # read once
+        assert fake.blocks * CHUNK < final.length + CHUNK  # each block sent once
+        [obj] = fake.stored_objects(tmp_path / "server-copy")
+        assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests[CLIP]
+    finally:
+        await running.close()

@@ -10,6 +10,7 @@ from the server's own offset) and can be told to misbehave in the ways the dock 
 - `forget(url)`: the upload is gone (expired or terminated on the server);
 - `sign_other_bytes()`: receipts name another SHA-256 than the bytes received;
 - `lose_response_after_commit()`: the next send stores every byte, then its answer is lost;
+- `lose_final_response()`: the next final upload (concatenation) is made, its answer lost;
 - `pause()` / `resume()`: sends wait between blocks; `block_delay`: a slow link (an unplug or a
   replace lands mid-upload).
 
@@ -83,6 +84,7 @@ class FakeUploader:
         # Offer tus concatenation (the dock's one pass); off: the two-pass fallback.
         self.concatenation = False
         self._finals: dict[str, str] = {}  # used partial -> the final made of it
+        self._lose_final = False
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -100,6 +102,11 @@ class FakeUploader:
 
     def lose_response_after_commit(self) -> None:
         self._lose_response = True
+
+    def lose_final_response(self) -> None:
+        """The next final upload is made, but its answer is lost (as a kill -9 of the dock
+        between the POST and the journal would lose it)."""
+        self._lose_final = True
 
     def pause(self) -> None:
         self._open.clear()
@@ -179,6 +186,9 @@ class FakeUploader:
         del self.uploads[partials[0]]
         self._finals[partials[0]] = url
         self._complete(final)
+        if self._lose_final:
+            self._lose_final = False
+            raise ServerUnavailable("fake: the final upload was made, but its answer was lost")
         return url
 
     async def status(self, url: str) -> UploadState:
