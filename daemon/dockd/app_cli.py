@@ -31,7 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="N",
         help="size of the larger synthetic clips (default 8)",
     )
-    demo.set_defaults(func=cmd_demo)
+    demo.add_argument(
+        "--store",
+        metavar="SPEC",
+        help="the receiver's store: default a file store in DIR/store/; "
+        "s3:http(s)://HOST[:PORT]/BUCKET for an S3 gateway (scripts/demo-s3 starts a Ceph for it)",
+    )
+    from dockd.receiver.cli import add_s3_arguments
+
+    add_s3_arguments(demo)
+    # The demo's S3 endpoint may be plain http on loopback only (the rule dockd serve applies).
+    demo.set_defaults(func=cmd_demo, allow_plaintext=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -69,4 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dockd.demo import run_demo
 
-    return run_demo(workdir=args.workdir, clip_mib=args.clip_mib)
+    store = None
+    if args.store is not None:
+        from dockd.receiver.cli import s3_options
+
+        store = (args.store, s3_options(args))
+    return run_demo(workdir=args.workdir, clip_mib=args.clip_mib, store=store)

@@ -1,4 +1,4 @@
-"""`dockd` command line: run | serve | demo | keygen. Each subcommand lives in its own module."""
+"""`dockd` command line: run | serve | store | demo | keygen. Each subcommand lives in its own module."""
 
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the reference tus ingest server")
     receiver_cli.add_arguments(serve)
     serve.set_defaults(func=receiver_cli.run)
+
+    from dockd.receiver.retention import cli as store_cli
+
+    store_cli.register(sub)
 
     try:  # the offload pipeline (run, demo) is optional until it lands
         from dockd import app_cli

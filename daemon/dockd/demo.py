@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from rich.console import Console
@@ -31,7 +32,7 @@ from dockd.crypto import age, receipt
 from dockd.crypto.keys import keygen, load_age_identities, load_signing_key, load_verify_key
 from dockd.receiver.app import ReceiverSettings, start
 from dockd.receiver.storage import open_store
-from dockd.receiver.storage.api import CompletedUpload
+from dockd.receiver.storage.api import CompletedUpload, StoreError, UploadStore
 
 DEMO_TIMEOUT_SECONDS = 300.0
 
@@ -166,12 +167,16 @@ class _HashSink:
 
 
 def verify_store(
-    store: Path, identity_file: Path, public_key_file: Path, clips: list[DemoClip]
+    store: Path | UploadStore,
+    identity_file: Path,
+    public_key_file: Path,
+    clips: list[DemoClip],
 ) -> list[tuple[DemoClip, str]]:
     """Decrypt each stored object and compare with the original. Returns (clip, verdict) pairs."""
     identities = load_age_identities(identity_file)
     server_key = load_verify_key(public_key_file)
-    uploads = open_store(store)  # read through the store interface, never by file name
+    # Read through the store interface, never by file name: the same check for every backend.
+    uploads = store if isinstance(store, UploadStore) else open_store(store)
     stored: dict[tuple[str, str], CompletedUpload] = {}
     for record in uploads.completed():
         meta = record.metadata
@@ -216,11 +221,39 @@ def write_demo_token(workdir: Path) -> dict[str, str]:
     return {token: DEMO_DOCK_ID}
 
 
-async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) -> int:
+StoreChoice = tuple[str, dict[str, Any]]  # a `--store` spec and open_store's S3 options
+
+
+def demo_store(workdir: Path, choice: StoreChoice | None) -> Path | UploadStore:
+    """The demo receiver's store: a file store in the workdir, or the S3 store named on the
+    command line, with the retention dockd serve would use (31 days, legal hold on the
+    evidence clip) and its audit log in DIR/server-audit/."""
+    if choice is None:
+        return workdir / "store"
+    from dockd.receiver.audit import FileServerAudit
+    from dockd.receiver.retention.lock import ObjectLockRetention
+    from dockd.receiver.retention.policy import RetentionPolicy
+
+    spec, s3_options = choice
+    audit = workdir / "server-audit"
+    audit.mkdir(mode=0o700, exist_ok=True)
+    return open_store(
+        spec,
+        s3_options=s3_options,
+        retention=lambda work: ObjectLockRetention(
+            RetentionPolicy(), FileServerAudit(audit), work_bucket=work
+        ),
+    )
+
+
+async def _run(
+    workdir: Path, clip_mib: int, console: Console, *, keep: bool, store: StoreChoice | None
+) -> int:
     keygen(workdir)
+    uploads = demo_store(workdir, store)
     receiver = await start(
         ReceiverSettings(
-            store=workdir / "store",
+            store=uploads,
             signing_key=load_signing_key(workdir / "server-receipt.key"),
             tokens=write_demo_token(workdir),
         ),
@@ -234,7 +267,8 @@ async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) ->
     started = time.monotonic()
     try:
         await asyncio.wait_for(daemon.ready.wait(), 10)
-        console.print(f"[bold]receiver[/] {receiver.url}   [bold]store[/] {workdir / 'store'}")
+        where = uploads.describe() if isinstance(uploads, UploadStore) else uploads
+        console.print(f"[bold]receiver[/] {receiver.url}   [bold]store[/] {where}")
         if settings.status.socket is not None:
             console.print(f"[bold]status[/]   dockctl --state-dir {settings.dock.state_dir} status")
         clips = await asyncio.to_thread(dock_cameras, workdir / "bays", clip_mib)
@@ -248,7 +282,7 @@ async def _run(workdir: Path, clip_mib: int, console: Console, *, keep: bool) ->
     elapsed = time.monotonic() - started
     results = await asyncio.to_thread(
         verify_store,
-        workdir / "store",
+        uploads,
         workdir / "identity.txt",
         workdir / "server-receipt.pub",
         clips,
@@ -327,7 +361,7 @@ async def _watch(daemon: Daemon, serials: list[str], console: Console) -> None:
             await asyncio.sleep(0.1)
 
 
-def run_demo(*, workdir: Path | None, clip_mib: int) -> int:
+def run_demo(*, workdir: Path | None, clip_mib: int, store: StoreChoice | None = None) -> int:
     console = Console(width=None if Console().is_terminal else 120)
     logs.configure(json=False, level="warning")
     structlog.contextvars.clear_contextvars()
@@ -339,10 +373,16 @@ def run_demo(*, workdir: Path | None, clip_mib: int) -> int:
             console.print(f"[red]dockd demo: {path} is not empty; give an empty or new directory")
             return exitcodes.USAGE
     try:
-        return asyncio.run(_run(path, clip_mib, console, keep=not temporary))
+        return asyncio.run(_run(path, clip_mib, console, keep=not temporary, store=store))
     except TimeoutError as exc:
         console.print(f"[red]dockd demo: {exc}")
         return exitcodes.FAILURE
+    except ValueError as exc:  # a --store that cannot be configured (S3ConfigError, key file)
+        console.print(f"[red]dockd demo: --store: {exc}")
+        return exitcodes.CONFIG
+    except StoreError as exc:  # e.g. the S3 gateway does not answer
+        console.print(f"[red]dockd demo: store unavailable: {exc}")
+        return exitcodes.UNAVAILABLE
     finally:
         if temporary:
             shutil.rmtree(path, ignore_errors=True)

@@ -37,7 +37,15 @@ class DockMetrics:
         r = self.registry = CollectorRegistry()
         self.read_bytes = Counter(
             "dockd_camera_read_bytes",
-            "Plaintext bytes read from cameras to take the custody hash (first pass).",
+            "Bytes read from cameras, every read counted: the one pass, or the hashing pass and "
+            "the upload pass; a resume's re-read; the wipe's re-hash. Per clip byte: 1.0 on the "
+            "one-pass happy path, 2.0 with a server without tus concatenation.",
+            registry=r,
+        )
+        self.reread_bytes = Counter(
+            "dockd_camera_reread_bytes",
+            "Bytes read again from cameras only to rebuild hash state when a one-pass upload "
+            "resumed (also counted in dockd_camera_read_bytes).",
             registry=r,
         )
         self.uploaded_bytes = Counter(

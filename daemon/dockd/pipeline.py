@@ -1,5 +1,8 @@
 """One clip through the state machine: hash → create upload → send → confirm → wipe.
 
+With a server that offers tus concatenation the first three are one pass over the camera:
+partial upload → stream (hash + encrypt + send) → final upload with the custody hash.
+
 Each step ends in exactly one journal transition. Failures end in a state that says why:
 QUARANTINED for unsafe or changed camera input (an operator must look), FAILED with a retry time
 for anything transient (server, network), and no transition at all when the camera was pulled out
@@ -167,7 +170,14 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
             metrics.clip_retries.labels(metrics.failure_causes.pop(clip_id, "other")).inc()
         for _step in range(12):  # every step moves forward; the bound only guards against a bug
             if clip.state is State.DISCOVERED:
-                clip = await _hash(ctx, clip, camera, stop)
+                if await ctx.client.supports_concatenation():
+                    clip = await _open_partial(ctx, clip)
+                else:  # two passes: hash first, then create the upload and send
+                    clip = await _hash(ctx, clip, camera, stop)
+            elif clip.state is State.STREAMING:
+                clip = await _stream(ctx, clip, camera, stop)
+            elif clip.state is State.HASHED and clip.partial_url is not None:
+                clip = await _create_final(ctx, clip)
             elif clip.state is State.HASHED:
                 clip = await _create(ctx, clip)
             elif clip.state is State.UPLOADING:
@@ -262,8 +272,7 @@ async def _hash(
         clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "hashing", clip.size
     )
 
-    def on_read(done: int) -> None:  # runs in the hashing thread; the counter is thread-safe
-        ctx.metrics.read_bytes.inc(max(done - entry.done, 0))
+    def on_progress(done: int) -> None:  # runs in the hashing thread
         entry.done = done
 
     prepared = await asyncio.to_thread(
@@ -273,7 +282,8 @@ async def _hash(
         _identity(clip),
         ctx.settings.recipients,
         stop,
-        on_read,
+        on_progress,
+        ctx.metrics.read_bytes.inc,  # thread-safe
     )
     log.info(
         "clip.hashed",
@@ -290,6 +300,122 @@ async def _hash(
         age_header=prepared.age_header,
         secrets=prepared.secrets,
     )
+
+
+async def _open_partial(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
+    """The one pass starts: fix the clip's age header and key, make the partial upload, and
+    journal all three before a byte is read or sent (a resume makes identical ciphertext)."""
+    header, secrets = age.new_encryption(ctx.settings.recipients)
+    length = age.ciphertext_length(len(header), clip.size)
+    url = await ctx.client.create_partial(length)
+    log.info("clip.partial_created", clip=clip.id, camera=clip.camera, upload=url)
+    return ctx.journal.mark_streaming(
+        clip.id,
+        partial_url=url,
+        ciphertext_length=length,
+        age_header=header,
+        secrets=secrets.to_bytes(),
+    )
+
+
+async def _stream(
+    ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera, stop: threading.Event
+) -> ClipRecord:
+    """Camera → plaintext SHA-256 → encrypt → ciphertext SHA-256 → PATCH to the partial upload,
+    reading every byte once; a resume re-reads [0, server offset) to rebuild both hashes, and
+    re-sends none of it. Ends with both hashes journaled (HASHED)."""
+    assert clip.partial_url and clip.age_header is not None and clip.ciphertext_length is not None
+    secrets = age.EncryptionSecrets.from_bytes(ctx.journal.secrets(clip.id))
+    header, length, identity = clip.age_header, clip.ciphertext_length, _identity(clip)
+    entry = ctx.progress.stage(
+        clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "uploading", length
+    )
+    digests = camera_read.Digests()
+    reread = 0
+    last = 0
+
+    def open_stream(start: int):
+        nonlocal reread
+        reread += camera_read.plaintext_before(len(header), start, clip.size)
+        return camera_read.one_pass_stream(
+            camera.root,
+            clip.rel_path,
+            identity,
+            header,
+            secrets,
+            start,
+            ctx.settings.upload.chunk_size,
+            digests,
+            ctx.metrics.read_bytes.inc,
+            stop,
+        )
+
+    def on_progress(offset: int) -> None:
+        nonlocal last
+        if offset > last:
+            ctx.progress.bytes_uploaded += offset - last
+            ctx.metrics.uploaded(clip.camera, offset - last)
+        last = entry.done = offset
+
+    started = time.monotonic()
+    try:
+        await ctx.client.send(clip.partial_url, length, open_stream, on_progress)
+    except uploader.UploadGone as exc:
+        log.warning("clip.partial_gone", clip=clip.id, upload=clip.partial_url, reason=str(exc))
+        return ctx.journal.forget_partial(clip.id, f"server lost the partial upload: {exc}")
+    if digests.plaintext_sha256 is None:
+        # The server held every byte already (stopped after the last PATCH was acknowledged,
+        # before the hashes were journaled): read once more to hash, send nothing.
+        reread += clip.size
+        await asyncio.to_thread(
+            camera_read.rebuild_digests,
+            camera.root,
+            clip.rel_path,
+            identity,
+            header,
+            secrets,
+            digests,
+            ctx.metrics.read_bytes.inc,
+            stop,
+        )
+    assert digests.plaintext_sha256 is not None and digests.ciphertext_sha256 is not None
+    if reread:
+        ctx.metrics.reread_bytes.inc(reread)
+    log.info(
+        "clip.streamed",
+        clip=clip.id,
+        camera=clip.camera,
+        sha256=digests.plaintext_sha256,
+        size=clip.size,
+        reread=reread,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return ctx.journal.mark_streamed(
+        clip.id,
+        plaintext_sha256=digests.plaintext_sha256,
+        ciphertext_sha256=digests.ciphertext_sha256,
+    )
+
+
+async def _create_final(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
+    """The final upload of the clip's partial, with the full metadata (custody hash included):
+    the server signs its receipt over the same bytes, so `_confirm` checks it as ever."""
+    assert clip.partial_url is not None
+    metadata = wire_metadata(clip, ctx.settings.dock.id)
+    try:
+        url = await ctx.client.create_final([clip.partial_url], metadata)
+    except uploader.UploadGone as exc:
+        # Expired, or used by a final whose answer was lost: the bytes are read and sent again.
+        log.warning("clip.partial_gone", clip=clip.id, upload=clip.partial_url, reason=str(exc))
+        return ctx.journal.forget_partial(clip.id, f"server lost the partial upload: {exc}")
+    if ctx.journal.get(clip.id).evidence != clip.evidence:
+        # Flagged by an operator while the final was being made: the server was told otherwise
+        # and the partial is used up, so the clip is sent again with the flag (rare; the final
+        # without it stays on the server as a second copy).
+        log.info("clip.flagged_during_create", clip=clip.id, abandoned=url)
+        return ctx.journal.forget_partial(clip.id, "flagged as evidence while being created")
+    log.info("clip.upload_created", clip=clip.id, camera=clip.camera, upload=url)
+    return ctx.journal.mark_uploading(clip.id, url)
 
 
 async def _create(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
@@ -325,6 +451,7 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
             secrets,
             start,
             ctx.settings.upload.chunk_size,
+            ctx.metrics.read_bytes.inc,
         )
 
     def on_progress(offset: int) -> None:
@@ -388,7 +515,7 @@ async def _wipe(
         # one uploaded by its content before removing it, and remove only the version re-read.
         try:
             current, digest = await asyncio.to_thread(
-                camera_read.rehash, camera.root, clip.rel_path, stop
+                camera_read.rehash, camera.root, clip.rel_path, stop, ctx.metrics.read_bytes.inc
             )
         except FileNotFoundError:
             return _missing(ctx, clip, camera)

@@ -166,4 +166,4 @@ def test_schema_1_journal_migrates_and_keeps_its_clips(tmp_path):
     assert journal.audit_head()[0] == 1  # the migration itself is the first audit record
     journal.close()
     version = sqlite3.connect(tmp_path / "journal.db").execute("PRAGMA user_version").fetchone()
-    assert version[0] == SCHEMA_VERSION == 3
+    assert version[0] == SCHEMA_VERSION == 4

@@ -124,7 +124,7 @@ async def test_hostile_camera_end_to_end(tmp_path):
         await asyncio.to_thread(daemon.wait_ready)
         os.rename(staging, bays / "bay-1")
         root = bays / "bay-1" / "DCIM"
-        # Change the two big clips while the preparation pass is reading them: watch the
+        # Change the two big clips while the first pass is reading them: watch the
         # daemon's open file offsets in /proc, and strike once a read is under way.
         assert daemon.proc is not None
         pid = daemon.proc.pid
@@ -161,7 +161,9 @@ async def test_hostile_camera_end_to_end(tmp_path):
         rows.setdefault(bytes(r["rel_path"]), r)
     for rel in (b"DCIM/GROW.MP4", b"DCIM/SHRINK.MP4"):
         reason = rows[rel]["reason"]
-        assert "changed on the camera while being hashed" in reason, reason
+        # "while being read" by the one pass (this receiver offers concatenation), "while being
+        # hashed" by the two-pass preparation
+        assert "changed on the camera while being" in reason, reason
     assert json.loads(rows[b"DCIM/BOMB.MP4"]["metadata"]).get("sidecar_error")
     assert json.loads(rows[b"DCIM/HUGE.MP4"]["metadata"]).get("sidecar_error")
     # Nothing but the genuine clips and the two changing ones (whose new, settled versions are

@@ -58,6 +58,7 @@ def _wiped(journal: Journal, clip_id: int) -> ClipRecord:
 # How to bring a fresh clip to each state, through the journal's own transitions.
 TO_STATE: dict[State, Callable[[Journal, int], ClipRecord]] = {
     State.DISCOVERED: lambda journal, clip_id: journal.get(clip_id),
+    State.STREAMING: clips.streaming,
     State.HASHED: clips.hashed,
     State.UPLOADING: clips.uploading,
     State.UPLOADED: _uploaded,

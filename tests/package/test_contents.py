@@ -43,7 +43,9 @@ def test_the_package_installs_every_piece_a_station_needs(debs):
     ]
     # Every unit in systemd/, including ones other branches add (dockd-serve.service).
     expected += [
-        f"/lib/systemd/system/{unit.name}" for unit in (REPO / "systemd").glob("*.service")
+        f"/lib/systemd/system/{unit.name}"
+        for pattern in ("*.service", "*.timer")
+        for unit in (REPO / "systemd").glob(pattern)
     ]
     missing = [path for path in expected if path not in paths]
     assert not missing, missing

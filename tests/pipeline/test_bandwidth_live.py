@@ -49,8 +49,9 @@ async def test_rate_change_applies_to_the_upload_in_flight(
         await wait_for(lambda: receiver.patches >= 4, timeout=20)
         await wait_for(lambda: daemon.bandwidth.bucket.waiting == 1, timeout=20)
         [row] = journal_rows(state)
-        assert row["state"] == "UPLOADING" and row["upload_url"]
-        url_in_flight = row["upload_url"]
+        # The receiver offers concatenation: the clip streams to a partial upload in one pass.
+        assert row["state"] == "STREAMING" and row["partial_url"]
+        url_in_flight = row["partial_url"]
 
         code = await asyncio.to_thread(cli.main, ["--socket", str(sock), "bandwidth", "off"])
         assert code == 0
@@ -58,7 +59,7 @@ async def test_rate_change_applies_to_the_upload_in_flight(
 
         await wait_for(lambda: journal_rows(state)[0]["state"] == "WIPED", timeout=30)
         [row] = journal_rows(state)
-        assert row["upload_url"] == url_in_flight
+        assert row["partial_url"] == url_in_flight
         assert list(receiver.patch_bytes.values()) == [row["ciphertext_length"]]
 
         # A reload (SIGHUP) replaces the limit with the file's and ends the operator's override.

@@ -1,8 +1,9 @@
 """kill -9 of the daemon at random points of multi-chunk uploads, then restart, many times.
 
 After the dust settles: every clip WIPED exactly once, exactly one stored object per clip, each
-byte-identical to the ciphertext the uninterrupted preparation pass predicted and decrypting (real
-age CLI) to the original; and each kill cost at most one chunk re-sent per clip in flight.
+byte-identical to the ciphertext whose hashes the journal holds and decrypting (real age CLI) to
+the original; and each kill cost at most one chunk re-sent per clip in flight. The receiver
+offers tus concatenation, so the clips take the one pass (STREAMING to a partial upload).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MAX_KILLS = 40
 
 def _all_uploaded(state_dir) -> bool:
     rows = journal_rows(state_dir)
-    early = {"DISCOVERED", "HASHED", "UPLOADING", "FAILED"}
+    early = {"DISCOVERED", "STREAMING", "HASHED", "UPLOADING", "FAILED"}
     return len(rows) == 9 and not any(r["state"] in early for r in rows)
 
 
@@ -77,7 +78,9 @@ async def test_kill9_at_random_points_loses_nothing_and_resends_at_most_a_chunk(
                 await asyncio.sleep(rng.uniform(0, 0.03))
             daemon.kill9()
             kills += 1
-            uploading = sum(1 for r in journal_rows(state_dir) if r["state"] == "UPLOADING")
+            uploading = sum(
+                1 for r in journal_rows(state_dir) if r["state"] in ("STREAMING", "UPLOADING")
+            )
             in_flight_at_kills += uploading
             kills_in_flight += uploading > 0
         assert kills_in_flight >= KILLS_IN_FLIGHT, (
@@ -112,19 +115,21 @@ async def test_kill9_at_random_points_loses_nothing_and_resends_at_most_a_chunk(
     for row in rows:
         key = (row["camera"], bytes(row["rel_path"]).decode())
         obj = by_clip[key]
-        # byte-identical to what the uninterrupted preparation pass computed
+        # byte-identical to the ciphertext whose hashes the journal holds
         assert (
             obj["sha256"] == row["ciphertext_sha256"] and obj["length"] == row["ciphertext_length"]
         )
         assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests[key]
-        upload_id = obj["data_path"].stem
-        resent = receiver.patch_bytes[upload_id] - obj["length"]
+        assert row["partial_url"], "the receiver offers concatenation: one pass"
+        sent_to = {obj["data_path"].stem, row["partial_url"].rsplit("/", 1)[-1]}
+        resent = sum(receiver.patch_bytes[u] for u in sent_to) - obj["length"]
         assert resent <= CHUNK * kills, f"{key}: {resent} bytes re-sent {seed_note}"
         resent_total += max(resent, 0)
     # Orphan uploads (created, then killed before the journal recorded them) never completed.
-    abandoned = sum(
-        v for k, v in receiver.patch_bytes.items() if k not in {o["data_path"].stem for o in stored}
-    )
+    known = {o["data_path"].stem for o in stored} | {
+        r["partial_url"].rsplit("/", 1)[-1] for r in rows if r["partial_url"]
+    }
+    abandoned = sum(v for k, v in receiver.patch_bytes.items() if k not in known)
     assert abandoned == 0, "a PATCH went to an upload the journal did not know"
     assert resent_total <= CHUNK * max(in_flight_at_kills, 1), (
         f"re-sent {resent_total} bytes for {in_flight_at_kills} uploads in flight "
@@ -153,7 +158,7 @@ async def test_sigterm_mid_upload_exits_cleanly_within_10s_and_resumes(
         await wait_for(lambda: receiver.patches >= 2, timeout=30, what="upload under way")
         assert daemon.terminate(timeout=10) == 0  # systemd's TimeoutStopSec budget
         [row] = journal_rows(state_dir)
-        assert row["state"] == "UPLOADING"
+        assert row["state"] == "STREAMING"
         assert (tmp_path / "bays/bay-1/DCIM/A.MP4").exists()
         receiver.patch_delay = 0
         daemon.start()

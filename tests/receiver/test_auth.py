@@ -69,3 +69,15 @@ async def test_tokens_never_reach_the_logs(tmp_path):
     assert "upload.completed" in logs and "auth.rejected" in logs  # the logs did capture the run
     for secret in (TOKEN_A, TOKEN_B, "tok-wrong-0123456789"):
         assert secret not in logs
+
+
+async def test_a_final_upload_takes_only_its_own_docks_partials(receiver, session):
+    """tus concatenation: a dock cannot make a final upload (and get a receipt) of another
+    dock's partial upload; the refusal does not reveal that the partial exists."""
+    dock_a, dock_b = Tus(session, receiver.url, TOKEN_A), Tus(session, receiver.url, TOKEN_B)
+    partial = (await dock_a.create(4, headers={"Upload-Concat": "partial"})).headers["Location"]
+    assert (await dock_a.patch(partial, 0, b"evid")).status == 204
+    stolen = await dock_b.request("POST", receiver.url, {"Upload-Concat": f"final;{partial}"})
+    assert stolen.status == 404
+    own = await dock_a.request("POST", receiver.url, {"Upload-Concat": f"final;{partial}"})
+    assert own.status == 201

@@ -36,6 +36,7 @@ async def test_options_advertises_capabilities_without_tus_resumable(tus: Tus, s
             "checksum",
             "termination",
             "expiration",
+            "concatenation",  # the file store implements Concater
         }
         # crc32c first (the cheap one docks use), then the spec's sha1 and sha256 for others.
         assert response.headers["Tus-Checksum-Algorithm"] == "crc32c,sha1,sha256"

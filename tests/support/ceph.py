@@ -215,7 +215,9 @@ class CephCluster:
                 "-n",
                 "client.rgw",
                 "--rgw-frontends",
-                f"beast endpoint=127.0.0.1:{self.rgw_port}",
+                # tcp_nodelay: without it beast answers every GET/HEAD ~48 ms late (Nagle
+                # against the client's delayed ACK; docs/RECEIVER.md, retention costs).
+                f"beast endpoint=127.0.0.1:{self.rgw_port} tcp_nodelay=1",
             ],
         )
         began = time.monotonic()

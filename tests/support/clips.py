@@ -38,6 +38,15 @@ def hashed(journal: Journal, clip_id: int, *, secrets: bytes = b"k" * 32) -> Cli
     )
 
 
+def streaming(
+    journal: Journal, clip_id: int, url: str = "http://x/files/p", *, secrets: bytes = b"k" * 32
+) -> ClipRecord:
+    """The one pass under way: the partial upload, header and key journaled, no hash yet."""
+    return journal.mark_streaming(
+        clip_id, partial_url=url, ciphertext_length=300, age_header=b"hdr", secrets=secrets
+    )
+
+
 def uploading(
     journal: Journal, clip_id: int, url: str = "http://x/files/u", **kw: Any
 ) -> ClipRecord:

@@ -25,6 +25,8 @@ class CountingReceiver:
     patch_log: list[tuple[str, int, int]] = field(default_factory=list)  # (upload, offset, length)
     patch_delay: float = 0.0
     unavailable: bool = False
+    # False: OPTIONS no longer offers tus concatenation (a server of before it: two passes).
+    concatenation: bool = True
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -50,7 +52,12 @@ async def start_counting_receiver(
             receiver.patch_log.append((upload, offset, request.content_length or 0))
             if receiver.patch_delay:
                 await asyncio.sleep(receiver.patch_delay)
-        return await handler(request)
+        response = await handler(request)
+        extensions = response.headers.get("Tus-Extension")
+        if extensions and not receiver.concatenation:
+            offered = [e for e in extensions.split(",") if e != "concatenation"]
+            response.headers["Tus-Extension"] = ",".join(offered)
+        return response
 
     app.middlewares.insert(0, counting)
     runner = web.AppRunner(app)

@@ -10,6 +10,7 @@ from the server's own offset) and can be told to misbehave in the ways the dock 
 - `forget(url)`: the upload is gone (expired or terminated on the server);
 - `sign_other_bytes()`: receipts name another SHA-256 than the bytes received;
 - `lose_response_after_commit()`: the next send stores every byte, then its answer is lost;
+- `lose_final_response()`: the next final upload (concatenation) is made, its answer lost;
 - `pause()` / `resume()`: sends wait between blocks; `block_delay`: a slow link (an unplug or a
   replace lands mid-upload).
 
@@ -24,7 +25,7 @@ import datetime as dt
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class FakeUpload:
     data: bytearray | None = None
     receipt: str | None = None
     received: int = 0  # every byte sent to this upload, resends included
+    partial: bool = False  # tus concatenation: never confirmed on its own
 
     @property
     def sha256(self) -> str:
@@ -79,6 +81,10 @@ class FakeUploader:
         self.blocks = 0  # blocks received by all sends (one block is one PATCH over tus)
         self.unavailable = False
         self.block_delay = 0.0
+        # Offer tus concatenation (the dock's one pass); off: the two-pass fallback.
+        self.concatenation = False
+        self._finals: dict[str, str] = {}  # used partial -> the final made of it
+        self._lose_final = False
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -97,6 +103,11 @@ class FakeUploader:
     def lose_response_after_commit(self) -> None:
         self._lose_response = True
 
+    def lose_final_response(self) -> None:
+        """The next final upload is made, but its answer is lost (as a kill -9 of the dock
+        between the POST and the journal would lose it)."""
+        self._lose_final = True
+
     def pause(self) -> None:
         self._open.clear()
 
@@ -107,7 +118,7 @@ class FakeUploader:
 
     def completed(self, kind: str | None = None) -> list[FakeUpload]:
         """Finished uploads; `kind` "clip" or "manifest" selects by what the metadata says."""
-        done = [u for u in self.uploads.values() if u.offset == u.length]
+        done = [u for u in self.uploads.values() if u.offset == u.length and not u.partial]
         if kind == "manifest":
             return [u for u in done if u.metadata.get("type") == "dockd-manifest-v1"]
         if kind == "clip":
@@ -148,6 +159,38 @@ class FakeUploader:
         )
         return url
 
+    async def supports_concatenation(self) -> bool:
+        return self.concatenation
+
+    async def create_partial(self, length: int) -> str:
+        assert self.concatenation, "the dock asked for a partial upload the server does not offer"
+        url = await self.create(length, {})
+        self.uploads[url].partial = True
+        return url
+
+    async def create_final(
+        self, partials: Sequence[str], metadata: Mapping[str, str | bytes]
+    ) -> str:
+        """As our receiver: the final takes over the finished partial's bytes and hash."""
+        assert self.concatenation and len(partials) == 1
+        self._gate("create_final")
+        made = self._finals.get(partials[0])
+        if made is not None and self.uploads[made].metadata == dict(metadata):
+            return made  # the same request again (its answer lost): the same final
+        partial = self._upload(partials[0])
+        if not partial.partial or partial.offset != partial.length:
+            raise UploadError("fake: not a finished partial upload")
+        url = await self.create(partial.length, metadata)
+        final = self.uploads[url]
+        final.offset, final.hasher, final.data = partial.offset, partial.hasher, partial.data
+        del self.uploads[partials[0]]
+        self._finals[partials[0]] = url
+        self._complete(final)
+        if self._lose_final:
+            self._lose_final = False
+            raise ServerUnavailable("fake: the final upload was made, but its answer was lost")
+        return url
+
     async def status(self, url: str) -> UploadState:
         self._gate("status")
         upload = self._upload(url)
@@ -186,7 +229,8 @@ class FakeUploader:
             await stream.aclose()  # type: ignore[attr-defined]
         if upload.offset != length:
             raise UploadError(f"fake: the data source ended at byte {upload.offset} of {length}")
-        self._complete(upload)
+        if not upload.partial:
+            self._complete(upload)
         if self._lose_response:
             self._lose_response = False
             raise ServerUnavailable("fake: the server stored every byte, but its answer was lost")

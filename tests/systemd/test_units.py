@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-UNITS = ("dockd.service", "dockd-serve.service")
+UNITS = ("dockd.service", "dockd-serve.service", "dockd-store-reconcile.service")
 
 
 def unit_for_test(tmp_path: Path, name: str = "dockd.service") -> Path:
@@ -108,6 +108,20 @@ def test_serve_unit_runs_unprivileged_with_room_for_its_connections():
     for flag in ("--tokens", "--tls-cert", "--tls-key"):
         assert flag in exec_start
     assert "--allow-anonymous" not in exec_start and "--allow-plaintext" not in exec_start
+
+
+def test_reconcile_runs_daily_as_the_serve_user_on_its_audit_log():
+    """The reconciler appends to the audit log dockd serve writes: same dynamic user and state
+    directory, or the log would be unreadable to one of them."""
+    reconcile = _settings("dockd-store-reconcile.service")
+    serve = _settings("dockd-serve.service")
+    assert reconcile["User"] == ["dockd-serve"] and reconcile["DynamicUser"] == ["yes"]
+    assert reconcile["StateDirectory"] == serve["StateDirectory"]
+    text = (SYSTEMD / "dockd-store-reconcile.service").read_text()
+    assert f"--audit-dir /var/lib/{serve['StateDirectory'][0]}" in text
+    assert reconcile["CapabilityBoundingSet"] == [""]
+    timer = _settings("dockd-store-reconcile.timer")
+    assert timer["OnCalendar"] == ["daily"] and timer["Persistent"] == ["true"]
 
 
 def test_udev_rule_keeps_automounters_off_cameras():

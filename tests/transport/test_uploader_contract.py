@@ -96,3 +96,29 @@ async def test_an_upload_the_server_does_not_have_is_gone(seam: Seam) -> None:
         await seam.uploader.status(seam.missing_url)
     with pytest.raises(UploadGone):
         await seam.uploader.send(seam.missing_url, len(DATA), Source(DATA, BLOCK).open)
+
+
+# -- one camera read per clip: tus concatenation --
+
+
+async def test_a_final_upload_of_a_sent_partial_gets_the_receipt_for_its_bytes(seam: Seam) -> None:
+    if isinstance(seam.uploader, FakeUploader):
+        seam.uploader.concatenation = True
+    assert await seam.uploader.supports_concatenation()
+    partial = await seam.uploader.create_partial(len(DATA))
+    sent = await seam.uploader.send(partial, len(DATA), Source(DATA, BLOCK).open)
+    assert sent.offset == len(DATA) and sent.receipt is None  # a partial is never evidence
+    final = await seam.uploader.create_final([partial], METADATA)
+    state = await seam.uploader.status(final)
+    assert state.offset == state.length == len(DATA)
+    assert state.receipt is not None
+    signed = receipt.verify(state.receipt, seam.public_key)
+    assert signed.matches(
+        upload=upload_id(final), length=len(DATA), sha256=hashlib.sha256(DATA).hexdigest()
+    )
+    # The same creation again (its answer was lost): the same final, never a second copy.
+    assert await seam.uploader.create_final([partial], METADATA) == final
+    with pytest.raises(UploadGone):  # used up: no final with other metadata
+        await seam.uploader.create_final([partial], {**METADATA, "evidence": "true"})
+    with pytest.raises(UploadGone):
+        await seam.uploader.create_final([seam.missing_url], METADATA)

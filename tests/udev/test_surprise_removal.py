@@ -49,7 +49,8 @@ async def test_unplugged_mid_upload_wipes_nothing_and_resumes_when_back(tmp_path
         await bed.wait_event("camera.undocked")
         [row] = journal_rows(state)
         assert row["state"] not in ("CONFIRMED", "WIPED"), row["state"]
-        assert row["upload_url"], "the journal keeps the upload for resume"
+        # one pass (the receiver offers concatenation): the bytes go to a partial upload
+        assert row["partial_url"], "the journal keeps the upload for resume"
         assert clip.read_bytes() == content, "nothing was wiped"
         assert [e["lazy"] for e in await bed.wait_event("mount.unmounted")] == [True]
         assert not bed.events("camera.safe_to_remove")
@@ -58,7 +59,7 @@ async def test_unplugged_mid_upload_wipes_nothing_and_resumes_when_back(tmp_path
         await bed.send(add=CAMERA_PORT4)  # back, in another bay: same serial, same upload
         await wait_for(lambda: [r["state"] for r in journal_rows(state)] == ["WIPED"], what="WIPED")
         [done] = journal_rows(state)
-        assert done["upload_url"] == row["upload_url"]
+        assert done["partial_url"] == row["partial_url"]
         assert not clip.exists()
         # Resumed from the server's offset: one upload, the bytes sent about once.
         assert len(receiver.patch_bytes) == 1

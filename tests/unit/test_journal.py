@@ -286,6 +286,7 @@ def test_a_migrated_journal_anchors_its_audit_head_at_once(tmp_path):
     conn = sqlite3.connect(fresh / "journal.db")
     conn.executescript(
         "DROP INDEX clips_live;"
+        "ALTER TABLE clips DROP COLUMN partial_url;"
         "ALTER TABLE clips DROP COLUMN superseded_at;"
         "ALTER TABLE clips DROP COLUMN ctime_ns;"
         "CREATE UNIQUE INDEX clips_live ON clips(camera, rel_path, size, mtime_ns) "
@@ -297,5 +298,43 @@ def test_a_migrated_journal_anchors_its_audit_head_at_once(tmp_path):
     migrated = Journal.open(fresh)
     assert migrated.audit_head()[0] >= 1  # the migration itself is an audit record
     assert audit.read_head(fresh) == migrated.audit_head()  # and the head is anchored
-    assert schema.SCHEMA_VERSION == 3
+    assert schema.SCHEMA_VERSION == 4
     migrated.close()
+
+
+def test_schema_3_journal_gains_the_partial_upload_and_keeps_uploads_in_flight(tmp_path):
+    """Schema 4 (one camera read per clip): a journal of the two-pass dockd keeps its rows and
+    where they resume; a clip streaming to a partial upload resumes as STREAMING."""
+    journal = Journal.open(tmp_path)
+    old = journal.add_clip(_new(b"DCIM/OLD.MP4"))
+    journal.mark_hashed(
+        old.id,
+        plaintext_sha256="a" * 64,
+        ciphertext_sha256="b" * 64,
+        ciphertext_length=10,
+        age_header=b"h",
+        secrets=bytes(48),
+    )
+    journal.mark_uploading(old.id, "http://server/files/x")
+    journal.close()
+    conn = sqlite3.connect(tmp_path / "journal.db")
+    conn.executescript("ALTER TABLE clips DROP COLUMN partial_url; PRAGMA user_version=3;")
+    conn.close()
+
+    migrated = Journal.open(tmp_path)
+    assert migrated.get(old.id).state is State.UPLOADING
+    assert migrated.get(old.id).partial_url is None
+    new = migrated.add_clip(_new(b"DCIM/NEW.MP4"))
+    streaming = migrated.mark_streaming(
+        new.id,
+        partial_url="http://server/files/p",
+        ciphertext_length=99,
+        age_header=b"h",
+        secrets=bytes(48),
+    )
+    assert streaming.state is State.STREAMING and streaming.resume_state is State.STREAMING
+    failed = migrated.mark_failed(new.id, "network", time.time())
+    assert migrated.resume_failed(failed.id).state is State.STREAMING
+    migrated.close()
+    version = sqlite3.connect(tmp_path / "journal.db").execute("PRAGMA user_version").fetchone()
+    assert version[0] == 4

@@ -103,6 +103,58 @@ class ClipTransitions(JournalCore):
             retry_at=None,
         )
 
+    def mark_streaming(
+        self,
+        clip_id: int,
+        *,
+        partial_url: str,
+        ciphertext_length: int,
+        age_header: bytes,
+        secrets: bytes,
+    ) -> ClipRecord:
+        """The one pass starts: everything a resume needs (the partial upload, and the header and
+        key that make the ciphertext identical again) is durable before a byte is sent."""
+        return self._transition(
+            clip_id,
+            "open_partial",
+            detail=partial_url,
+            partial_url=partial_url,
+            ciphertext_length=ciphertext_length,
+            age_header=age_header,
+            sealed_secrets=self._sealer.seal(clip_id, secrets),
+            reason=None,
+            retry_at=None,
+        )
+
+    def mark_streamed(
+        self, clip_id: int, *, plaintext_sha256: str, ciphertext_sha256: str
+    ) -> ClipRecord:
+        """The one pass read the last byte: the hashes of exactly the bytes read and sent."""
+        return self._transition(
+            clip_id,
+            "streamed",
+            detail=f"sha256={plaintext_sha256}",
+            plaintext_sha256=plaintext_sha256,
+            ciphertext_sha256=ciphertext_sha256,
+            reason=None,
+            retry_at=None,
+        )
+
+    def forget_partial(self, clip_id: int, why: str) -> ClipRecord:
+        """The server lost the partial upload: start the clip again (a new key, a new read)."""
+        return self._transition(
+            clip_id,
+            "forget_partial",
+            detail=why,
+            partial_url=None,
+            upload_url=None,
+            plaintext_sha256=None,
+            ciphertext_sha256=None,
+            ciphertext_length=None,
+            age_header=None,
+            sealed_secrets=None,
+        )
+
     def mark_uploading(self, clip_id: int, upload_url: str) -> ClipRecord:
         return self._transition(
             clip_id,

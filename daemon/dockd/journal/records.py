@@ -14,6 +14,9 @@ from typing import Any
 
 class State(enum.StrEnum):
     DISCOVERED = "DISCOVERED"
+    # The one pass (a server with tus concatenation): the ciphertext goes to a partial upload
+    # while both SHA-256s are taken; the custody hash is known at its end (then HASHED).
+    STREAMING = "STREAMING"
     HASHED = "HASHED"
     UPLOADING = "UPLOADING"
     UPLOADED = "UPLOADED"
@@ -30,6 +33,7 @@ class State(enum.StrEnum):
 # States a worker can pick a clip up in (FAILED only once retry_at has passed).
 WORKABLE = (
     State.DISCOVERED,
+    State.STREAMING,
     State.HASHED,
     State.UPLOADING,
     State.UPLOADED,
@@ -84,6 +88,8 @@ class ClipRecord(NewClip):
     updated_at: float
     # Set when the file at the clip's path was proven to hold other bytes (see Journal.supersede).
     superseded_at: float | None = field(default=None, kw_only=True)
+    # The one pass: the partial upload the ciphertext goes to (schema 4; final upload: upload_url).
+    partial_url: str | None = field(default=None, kw_only=True)
 
     @property
     def resume_state(self) -> State:
@@ -94,6 +100,8 @@ class ClipRecord(NewClip):
             return State.UPLOADING
         if self.plaintext_sha256 is not None:
             return State.HASHED
+        if self.partial_url is not None:
+            return State.STREAMING
         return State.DISCOVERED
 
 
@@ -102,7 +110,7 @@ COLUMNS = (
     "id, camera, model, bay, rel_path, size, mtime_ns, ctime_ns, dev, ino, session, state, "
     "reason, retry_at, attempts, evidence, recorded_at, recorded_at_source, metadata, "
     "plaintext_sha256, ciphertext_sha256, ciphertext_length, age_header, upload_url, "
-    "confirmation, held_from, discovered_at, updated_at, superseded_at"
+    "confirmation, held_from, discovered_at, updated_at, superseded_at, partial_url"
 )
 
 
@@ -138,4 +146,5 @@ def record_from_row(row: sqlite3.Row) -> ClipRecord:
         discovered_at=row["discovered_at"],
         updated_at=row["updated_at"],
         superseded_at=row["superseded_at"],
+        partial_url=row["partial_url"],
     )

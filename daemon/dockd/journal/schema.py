@@ -13,7 +13,7 @@ from pathlib import Path
 from dockd.journal import chain
 from dockd.journal.records import JournalError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 SCHEMA = """
@@ -83,7 +83,15 @@ SCHEMA_V3 = (
     "coalesce(ctime_ns, '')) WHERE state NOT IN ('WIPED', 'DISMISSED') AND superseded_at IS NULL",
 )
 
-MIGRATIONS = {1: SCHEMA_V2 + SCHEMA_V3, 2: SCHEMA_V3}
+# Schema 4: one camera read per clip (tus concatenation): the partial upload a clip's ciphertext
+# is streamed to while it is hashed (STREAMING); the final upload stays in upload_url.
+SCHEMA_V4 = ("ALTER TABLE clips ADD COLUMN partial_url TEXT",)
+
+MIGRATIONS = {
+    1: SCHEMA_V2 + SCHEMA_V3 + SCHEMA_V4,
+    2: SCHEMA_V3 + SCHEMA_V4,
+    3: SCHEMA_V4,
+}
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -146,7 +154,7 @@ def migrate(conn: sqlite3.Connection, path: Path, *, fresh: bool) -> bool:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            for statement in SCHEMA_V2 + SCHEMA_V3:
+            for statement in SCHEMA_V2 + SCHEMA_V3 + SCHEMA_V4:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return False

@@ -2,7 +2,8 @@
 
 Each step names the states it may leave and the state it enters. A step whose target is
 `RESUME` goes where the clip's recorded facts say it stands (`ClipRecord.resume_state`: a
-receipt → CONFIRMED, an upload URL → UPLOADING, hashes → HASHED, else DISCOVERED), or, for
+receipt → CONFIRMED, an upload URL → UPLOADING, hashes → HASHED, a partial upload URL →
+STREAMING, else DISCOVERED), or, for
 "retry" of an UPLOADED clip, stays UPLOADED; it can never be WIPED. The journal applies a step
 with one guarded UPDATE (`... WHERE state IN sources`), so a bug cannot, say, wipe a clip that
 is not CONFIRMED: the UPDATE matches no row and the journal raises.
@@ -23,11 +24,24 @@ class Step:
 
 RESUME = None
 # Where a RESUME step may lead.
-RESUMABLE = (State.DISCOVERED, State.HASHED, State.UPLOADING, State.UPLOADED, State.CONFIRMED)
+RESUMABLE = (
+    State.DISCOVERED,
+    State.STREAMING,
+    State.HASHED,
+    State.UPLOADING,
+    State.UPLOADED,
+    State.CONFIRMED,
+)
 
 STEPS: dict[str, Step] = {
     # the pipeline
     "hash": Step((State.DISCOVERED,), State.HASHED),
+    # the one pass (server with tus concatenation): the partial upload and the encryption
+    # header/key are recorded before a byte is sent; the hashes when the last byte was read
+    "open_partial": Step((State.DISCOVERED,), State.STREAMING),
+    "streamed": Step((State.STREAMING,), State.HASHED),
+    # the server lost the partial upload (before or at the final's creation): read again
+    "forget_partial": Step((State.STREAMING, State.HASHED), State.DISCOVERED),
     "create_upload": Step((State.HASHED, State.UPLOADING), State.UPLOADING),
     "forget_upload": Step((State.UPLOADING, State.UPLOADED), State.HASHED),
     "uploaded": Step((State.UPLOADING, State.UPLOADED), State.UPLOADED),

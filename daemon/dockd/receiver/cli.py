@@ -31,6 +31,7 @@ from dockd.receiver.app import LISTEN_BACKLOG, ReceiverSettings, start
 from dockd.receiver.auth import load_tokens
 from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
+from dockd.receiver.retention import options as retention_options
 from dockd.receiver.storage import open_store
 from dockd.receiver.storage.api import StoreError, StoreUnavailable, UploadStore
 from dockd.receiver.storage.s3_config import DEFAULT_PART_SIZE, DEFAULT_REGION
@@ -208,6 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    retention_options.add_arguments(parser)  # --retention-days, --audit-dir (S3 store)
 
 
 def add_s3_arguments(parser: argparse.ArgumentParser) -> None:
@@ -301,7 +303,11 @@ def open_configured_store(args: argparse.Namespace) -> UploadStore:
     """The store `--store` names, wrapped for multi-node mode when a DSN is configured (which
     connects to PostgreSQL and migrates its schema: StoreUnavailable if it cannot)."""
     dsn = shared_state_dsn(args)
-    store = open_store(args.store, s3_options=s3_options(args))
+    store = open_store(
+        args.store,
+        s3_options=s3_options(args),
+        retention=lambda work: retention_options.retention_from_args(args, work),
+    )
     if dsn is None:
         return store
     from dockd.receiver.shared.store import open_shared_store  # needs the multinode extra

@@ -3,7 +3,8 @@ responses. Handlers never touch storage: the coordinator does, through the store
 
 Routes (with the default base path)::
 
-    /files/        OPTIONS (capabilities), POST (creation, creation-with-upload)
+    /files/        OPTIONS (capabilities), POST (creation, creation-with-upload, and with a
+                   store that implements `Concater`, concatenation: partial and final uploads)
     /files/<id>    HEAD (offset, receipt), PATCH (append a chunk), DELETE (termination), OPTIONS
 
 `X-HTTP-Method-Override` replaces the request method everywhere (the spec says the actual
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -32,7 +34,9 @@ from dockd.receiver.protocol import (
 )
 from dockd.receiver.quota import LIMIT_HEADER
 from dockd.receiver.storage.api import (
+    PARTIAL,
     CompletedUpload,
+    Concater,
     CreationInfo,
     Tombstone,
     is_upload_id,
@@ -40,6 +44,9 @@ from dockd.receiver.storage.api import (
     rfc3339,
 )
 from dockd.receiver.uploads import ChunkResult, Upload, UploadCoordinator
+
+# Partial uploads one final upload may name (a dock sends one; a bound keeps the header sane).
+MAX_PARTIALS = 256
 
 # Request key for the authenticated dock id (None without token auth). Recent aiohttp warns on
 # plain string keys; versions before RequestKey existed only have those.
@@ -101,11 +108,15 @@ class TusHandlers:
     # -- OPTIONS --
 
     def _options(self) -> web.Response:
+        # concatenation only where the store can make a final upload (storage.api.Concater).
+        extensions = EXTENSIONS
+        if isinstance(self._coordinator.store, Concater):
+            extensions = (*EXTENSIONS, "concatenation")
         return web.Response(
             status=204,
             headers={
                 "Tus-Version": TUS_VERSION,
-                "Tus-Extension": ",".join(EXTENSIONS),
+                "Tus-Extension": ",".join(extensions),
                 "Tus-Max-Size": str(self._max_size),
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
             },
@@ -117,8 +128,11 @@ class TusHandlers:
         headers = request.headers
         if "Upload-Defer-Length" in headers:
             raise ProtocolError(400, "creation-defer-length is not supported: send Upload-Length")
-        if "Upload-Concat" in headers:
+        concat = headers.get("Upload-Concat")
+        if concat is not None and not isinstance(self._coordinator.store, Concater):
             raise ProtocolError(400, "concatenation is not supported")
+        if concat is not None and concat.strip() != PARTIAL:
+            return await self._create_final(request, concat)
         length = parse_size("Upload-Length", headers.get("Upload-Length"))
         if length > self._max_size:
             raise ProtocolError(
@@ -146,6 +160,7 @@ class TusHandlers:
             metadata=metadata.as_text(),
             created=rfc3339(dt.datetime.now(dt.UTC)),
             dock=dock,
+            concat=PARTIAL if concat is not None else "",
         )
         upload = await self._coordinator.create(info)
         result = ChunkResult(upload.offset, upload.expires, upload.completed)
@@ -165,6 +180,58 @@ class TusHandlers:
         origin = self._public_origin or str(request.url.origin())
         location = origin + self._base_path + upload.id
         return web.Response(status=201, headers={"Location": location, **_progress_headers(result)})
+
+    async def _create_final(self, request: web.Request, concat: str) -> web.Response:
+        """`Upload-Concat: final;<url> <url>...`: the final upload, complete at once (its
+        partials must be finished: concatenation-unfinished is not offered)."""
+        headers = request.headers
+        if "Upload-Length" in headers:
+            raise ProtocolError(400, "a final upload must not carry Upload-Length")
+        if _has_body(request):
+            raise ProtocolError(400, "a final upload has no body")
+        partials = self._partial_ids(concat)
+        metadata = parse_metadata(
+            headers.get("Upload-Metadata"), max_bytes=self._max_metadata_bytes
+        )
+        dock = request.get(DOCK_KEY)
+        if self._owners_enforced:
+            _check_claimed_dock(metadata.as_text(), dock)
+        info = CreationInfo(
+            upload=new_upload_id(),
+            length=0,  # the sum of the partials' lengths: the coordinator's record holds it
+            metadata_header=metadata.header,
+            metadata=metadata.as_text(),
+            created=rfc3339(dt.datetime.now(dt.UTC)),
+            dock=dock,
+            concat=concat.strip(),
+        )
+        record = await self._coordinator.concatenate(info, partials)
+        origin = self._public_origin or str(request.url.origin())
+        result = ChunkResult(record.length, 0.0, record)
+        return web.Response(
+            status=201,
+            headers={
+                "Location": origin + self._base_path + record.upload,
+                **_progress_headers(result),
+            },
+        )
+
+    def _partial_ids(self, concat: str) -> list[str]:
+        """The upload ids named by `final;<url> <url>...` (absolute or relative URLs of this
+        endpoint); 400 for anything else."""
+        kind, _, urls = concat.partition(";")
+        if kind.strip() != "final" or not urls.split():
+            raise ProtocolError(400, 'Upload-Concat must be "partial" or "final;<url> <url>..."')
+        ids = []
+        for url in urls.split():
+            path = urlsplit(url).path
+            upload_id = path.removeprefix(self._base_path)
+            if not path.startswith(self._base_path) or not is_upload_id(upload_id):
+                raise ProtocolError(400, "Upload-Concat names a URL that is not an upload here")
+            ids.append(upload_id)
+        if len(ids) > MAX_PARTIALS:
+            raise ProtocolError(400, f"at most {MAX_PARTIALS} partial uploads per final upload")
+        return ids
 
     # -- HEAD --
 
@@ -187,6 +254,8 @@ class TusHandlers:
                 )
                 if found.info.metadata_header:
                     headers["Upload-Metadata"] = found.info.metadata_header
+                if found.info.concat:
+                    headers["Upload-Concat"] = found.info.concat
         else:
             found_completed = found
         if found_completed is not None:
@@ -199,6 +268,8 @@ class TusHandlers:
             )
             if found_completed.metadata_header:
                 headers["Upload-Metadata"] = found_completed.metadata_header
+            if found_completed.concat:
+                headers["Upload-Concat"] = found_completed.concat
         return web.Response(status=200, headers=headers)
 
     # -- PATCH --
@@ -210,6 +281,8 @@ class TusHandlers:
         checksum = parse_checksum(request.headers.get("Upload-Checksum"))
         found = await self._find(request, upload_id)
         if isinstance(found, CompletedUpload):
+            if found.concat:
+                raise ProtocolError(403, "a final upload cannot be patched")
             result = UploadCoordinator.chunk_on_completed(found, offset, request.content_length)
         else:
             result = await self._coordinator.apply_chunk(

@@ -27,8 +27,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -43,6 +44,7 @@ from dockd.receiver.refusals import storage_refusal
 from dockd.receiver.shared.capability import PartsReplaced, SharedStore
 from dockd.receiver.storage.api import (
     CompletedUpload,
+    Concater,
     CreationInfo,
     Fenced,
     PartialState,
@@ -52,6 +54,7 @@ from dockd.receiver.storage.api import (
     Tombstone,
     UploadLock,
     UploadStore,
+    concatenated_into,
     rfc3339,
 )
 from dockd.receiver.threads import run_blocking, wait_through_cancellation
@@ -173,8 +176,10 @@ class UploadCoordinator:
     @staticmethod
     def _is_expired(upload: Upload, now: float) -> bool:
         """Idle past its expiry, and not merely waiting for its receipt: an upload whose bytes
-        all arrived never expires (completion is retried instead)."""
-        return upload.expires <= now and not upload.lock.locked() and upload.offset < upload.length
+        all arrived never expires (completion is retried instead), except a partial upload,
+        which is never completed on its own and expires if no final upload takes it."""
+        waiting = upload.offset < upload.length or upload.info.partial
+        return upload.expires <= now and not upload.lock.locked() and waiting
 
     def cut_all(self, reason: str) -> None:
         """Cut off every body being read (server shutdown): what arrived is kept or discarded
@@ -293,7 +298,7 @@ class UploadCoordinator:
             camera=_short(info.metadata.get("camera")),
             metadata_keys=sorted(info.metadata),
         )
-        if info.length == 0:
+        if info.length == 0 and not info.partial:
             async with upload.lock, self._shared_lock(upload) as fence:
                 await self._complete(upload, fence)
         return upload
@@ -410,7 +415,7 @@ class UploadCoordinator:
                 {"Upload-Offset": str(upload.offset)},
                 close_connection=True,
             )
-        if upload.offset == upload.length:
+        if upload.offset == upload.length and not upload.info.partial:
             await self._complete_or_report(upload, fence)
         return ChunkResult(upload.offset, upload.expires, upload.completed)
 
@@ -461,26 +466,8 @@ class UploadCoordinator:
         """Sign the receipt and complete the upload in the store. Caller holds the lock (and in
         multi-node mode the shared one, whose `fence` the store checks)."""
         digest = (await self.running_hash(upload, fence)).hexdigest()
-        completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        header = receipt.sign(
-            self._signing_key,
-            upload=upload.id,
-            length=upload.length,
-            sha256=digest,
-            completed=completed_at,
-        )
         info = upload.info
-        record = CompletedUpload(
-            upload=upload.id,
-            length=upload.length,
-            sha256=digest,
-            receipt=header,
-            completed=rfc3339(completed_at),
-            metadata=info.metadata,
-            metadata_header=info.metadata_header,
-            created=info.created,
-            dock=info.dock,
-        )
+        record = self._sign(info, upload.length, digest)
         await run_blocking(functools.partial(self.store.complete, record, fence=fence))
         upload.completed = record
         self._uploads.pop(upload.id, None)
@@ -490,6 +477,30 @@ class UploadCoordinator:
             length=upload.length,
             sha256=digest,
             dock=info.dock,
+        )
+
+    def _sign(self, info: CreationInfo, length: int, digest: str) -> CompletedUpload:
+        """The completed record of `info` holding `length` bytes of SHA-256 `digest`, with the
+        server's signed receipt over exactly those."""
+        completed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        header = receipt.sign(
+            self._signing_key,
+            upload=info.upload,
+            length=length,
+            sha256=digest,
+            completed=completed_at,
+        )
+        return CompletedUpload(
+            upload=info.upload,
+            length=length,
+            sha256=digest,
+            receipt=header,
+            completed=rfc3339(completed_at),
+            metadata=info.metadata,
+            metadata_header=info.metadata_header,
+            created=info.created,
+            dock=info.dock,
+            concat=info.concat,
         )
 
     async def _end_spoiled(self, upload: Upload, fence: int | None) -> None:
@@ -502,7 +513,7 @@ class UploadCoordinator:
     async def finish_pending_completion(self, upload: Upload) -> CompletedUpload | None:
         """Complete an upload whose bytes are all committed but whose completion failed or was
         interrupted before the receipt was written (HEAD and startup call this)."""
-        if upload.completed is not None or upload.offset != upload.length:
+        if upload.completed is not None or upload.offset != upload.length or upload.info.partial:
             return upload.completed
         async with upload.lock:
             if upload.completed is None and upload.gone is None:
@@ -519,6 +530,94 @@ class UploadCoordinator:
                 except StoreError as exc:
                     log.error("upload.completion_failed", upload=upload.id, error=str(exc))
         return upload.completed
+
+    async def concatenate(self, info: CreationInfo, partial_ids: Sequence[str]) -> CompletedUpload:
+        """Make the final upload `info` of finished partials (tus concatenation), signed at once.
+
+        Every partial must be an unfinished partial upload of the same dock with all its bytes
+        committed; the final's SHA-256 is the partial's running hash when there is one partial
+        (no byte is read again), else the partials are re-read in order and hashed as one
+        stream (SHA-256 states do not combine). Raises ProtocolError for every refusal.
+        """
+        store = self.store
+        if not isinstance(store, Concater):
+            raise ProtocolError(400, "concatenation is not supported by this store")
+        made = await self._made_before(info, partial_ids)
+        if made is not None:
+            log.info("upload.concatenation_repeated", upload=made.upload, dock=info.dock)
+            return made
+        partials = [self._partial_for_final(p, info.dock) for p in partial_ids]
+        if len(set(partial_ids)) != len(partial_ids):
+            raise ProtocolError(400, "Upload-Concat names a partial upload twice")
+        async with contextlib.AsyncExitStack() as held:
+            for upload in sorted(partials, key=lambda u: u.id):  # one order: no deadlock
+                upload.supersede()
+                await held.enter_async_context(upload.lock)
+            for upload in partials:  # checked again under the locks
+                self._partial_for_final(upload.id, info.dock)
+            length = sum(u.length for u in partials)
+            if len(partials) == 1:
+                digest = (await self.running_hash(partials[0])).hexdigest()
+            else:
+                digest = await run_blocking(_hash_partials, store, partials)
+            record = self._sign(info, length, digest)
+            try:
+                await run_blocking(store.concatenate, record, [u.id for u in partials])
+            except StoreError as exc:
+                raise storage_refusal(exc, upload=info.upload) from None
+            for upload in partials:
+                upload.gone = "concatenated"
+                self._uploads.pop(upload.id, None)
+        log.info(
+            "upload.concatenated",
+            upload=info.upload,
+            partials=[u.id for u in partials],
+            length=length,
+            sha256=digest,
+            dock=info.dock,
+            camera=_short(info.metadata.get("camera")),
+            metadata_keys=sorted(info.metadata),
+        )
+        return record
+
+    async def _made_before(
+        self, info: CreationInfo, partial_ids: Sequence[str]
+    ) -> CompletedUpload | None:
+        """The final upload these partials already went into, if this is the same request again
+        (same dock, same `Upload-Concat` and metadata): its answer was lost, and a second final
+        of the same bytes would only be a duplicate."""
+        if not partial_ids or any(p in self._uploads for p in partial_ids):
+            return None
+        finals = set()
+        for partial in partial_ids:
+            tombstone = await run_blocking(self.store.load_tombstone, partial)
+            if tombstone is None or tombstone.dock != info.dock:
+                return None
+            finals.add(concatenated_into(tombstone))
+        final = finals.pop() if len(finals) == 1 else None
+        if final is None:
+            return None
+        record = await run_blocking(self.store.load_completed, final)
+        same = record is not None and (record.concat, record.metadata_header, record.dock) == (
+            info.concat,
+            info.metadata_header,
+            info.dock,
+        )
+        return record if same else None
+
+    def _partial_for_final(self, upload_id: str, dock: str | None) -> Upload:
+        upload = self._uploads.get(upload_id)
+        if upload is None or upload.gone is not None or upload.info.dock != dock:
+            raise ProtocolError(404, "a partial upload named in Upload-Concat does not exist")
+        if not upload.info.partial:
+            raise ProtocolError(400, "Upload-Concat names an upload that is not a partial upload")
+        if upload.offset != upload.length:
+            raise ProtocolError(
+                400,
+                f"partial upload {upload.id} is not finished ({upload.offset} of "
+                f"{upload.length} bytes): concatenation-unfinished is not supported",
+            )
+        return upload
 
     async def terminate(self, upload: Upload) -> None:
         """DELETE of an unfinished upload: remove its data; later requests get 404."""
@@ -567,7 +666,8 @@ class UploadCoordinator:
 
     @staticmethod
     def _past_expiry(upload: Upload, now: float) -> bool:
-        return upload.expires <= now and upload.offset < upload.length
+        waiting = upload.offset < upload.length or upload.info.partial  # as in _is_expired
+        return upload.expires <= now and waiting
 
     async def _expire_locked(self, upload: Upload, fence: int | None = None) -> None:
         if self._shared is not None and fence is not None:
@@ -631,13 +731,13 @@ class UploadCoordinator:
         except StoreUnavailable:
             return  # another node is sweeping (or PostgreSQL is away): its turn
         try:
-            expired = await run_blocking(
-                lambda: [
-                    p for p in shared.unfinished() if p.expires <= now and p.offset < p.info.length
-                ]
+            states = await run_blocking(
+                lambda: [p for p in shared.unfinished() if p.expires <= now]
             )
-            for partial in expired:
+            for partial in states:
                 upload = self._adopt(partial)
+                if not self._past_expiry(upload, now):
+                    continue  # all bytes there: waiting for its completion, not idle
                 if not upload.lock.locked():
                     await self.expire(upload)
             await self._sweep_tombstones(now - tombstone_ttl)
@@ -658,6 +758,16 @@ def _let_go(upload: Upload) -> None:
     silent for SUPERSEDE_GRACE at most (as for a newer request on this node)."""
     if upload.cutoff is not None:
         upload.cutoff.supersede(SUPERSEDE_GRACE)
+
+
+def _hash_partials(store: Concater, partials: Sequence[Upload]) -> str:
+    """SHA-256 of the partials' committed bytes in order, streamed (worker thread)."""
+    digest = hashlib.sha256()
+    for upload in partials:
+        with store.open_partial(upload.id, upload.length) as source:
+            while piece := source.read(1 << 20):
+                digest.update(piece)
+    return digest.hexdigest()
 
 
 def _completed_refusal() -> ProtocolError:

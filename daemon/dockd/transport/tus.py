@@ -1,6 +1,7 @@
 """tus 1.0.0 client: creation, core (HEAD/PATCH), checksum and termination, plus `send`.
 
-Spec: https://tus.io/protocols/resumable-upload (1.0.0). What this client relies on:
+Spec: https://tus.io/protocols/resumable-upload (1.0.0), with the concatenation extension when
+the server offers it (`create_partial`, `create_final`). What this client relies on:
 
 - every request except OPTIONS carries `Tus-Resumable: 1.0.0` (the spec says a client SHOULD
   NOT send it on OPTIONS);
@@ -25,7 +26,7 @@ import asyncio
 import base64
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -237,6 +238,39 @@ class TusClient:
         Not idempotent: if a response is lost and the POST is retried, the server may keep an
         orphan upload until it expires. That costs space, never correctness.
         """
+        await self._check_length(length)
+        headers = {"Upload-Length": str(length)}
+        encoded = encode_metadata(metadata)
+        if encoded is not None:  # some servers reject an empty Upload-Metadata header
+            headers["Upload-Metadata"] = encoded
+        return await self._post(headers)
+
+    async def supports_concatenation(self) -> bool:
+        """Whether the server offers the tus concatenation extension (OPTIONS, cached)."""
+        return "concatenation" in (await self.capabilities()).extensions
+
+    async def create_partial(self, length: int) -> str:
+        """POST a partial upload (`Upload-Concat: partial`) of `length` bytes."""
+        await self._check_length(length)
+        return await self._post({"Upload-Length": str(length), "Upload-Concat": "partial"})
+
+    async def create_final(
+        self, partials: Sequence[str], metadata: Mapping[str, str | bytes]
+    ) -> str:
+        """POST the final upload of `partials` (`Upload-Concat: final;<url> ...`, no length).
+
+        A 404/410 means a partial is gone (expired, or already used by a final upload whose
+        answer was lost): UploadGone, so the caller starts the clip again.
+        """
+        if not partials or any(" " in url for url in partials):
+            raise ValueError("partial upload URLs must be non-empty and without spaces")
+        headers = {"Upload-Concat": "final;" + " ".join(partials)}
+        encoded = encode_metadata(metadata)
+        if encoded is not None:
+            headers["Upload-Metadata"] = encoded
+        return await self._post(headers, gone_if_missing=True)
+
+    async def _check_length(self, length: int) -> None:
         if length < 0:
             raise ValueError("upload length must not be negative")
         caps = await self.capabilities()
@@ -249,14 +283,13 @@ class TusClient:
                 kind="quota",
                 limit="max-size",
             )
-        headers = {"Upload-Length": str(length)}
-        encoded = encode_metadata(metadata)
-        if encoded is not None:  # some servers reject an empty Upload-Metadata header
-            headers["Upload-Metadata"] = encoded
-        # No body and no Content-Type: the spec's creation request is empty.
+
+    async def _post(self, headers: Mapping[str, str], *, gone_if_missing: bool = False) -> str:
+        """One creation request (no body, no Content-Type: the spec's creation request is
+        empty); the new upload's absolute URL."""
         reply = await self._exchange("POST", self._endpoint, headers)
         if reply.status != 201:
-            raise self._rejection("POST", self._endpoint, reply, upload_url=False)
+            raise self._rejection("POST", self._endpoint, reply, upload_url=gone_if_missing)
         location = reply.headers.get("Location")
         if not location:
             raise TusError(

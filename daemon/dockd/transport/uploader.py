@@ -13,7 +13,7 @@ already outlasted them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,4 +94,24 @@ class Uploader(Protocol):
 
     async def status(self, url: str) -> UploadState:
         """The server's view of the upload now: offset, length and, once complete, the receipt."""
+        ...
+
+    # One camera read per clip: the ciphertext goes to a partial upload while it is hashed; the
+    # final upload, made of it with the full metadata (custody hash included), gets the receipt.
+
+    async def supports_concatenation(self) -> bool:
+        """Whether the server can make a final upload of partial ones (tus concatenation)."""
+        ...
+
+    async def create_partial(self, length: int) -> str:
+        """Make a partial upload of `length` bytes (no metadata, never confirmed on its own)."""
+        ...
+
+    async def create_final(
+        self, partials: Sequence[str], metadata: Mapping[str, str | bytes]
+    ) -> str:
+        """Make the final upload of the finished `partials` (in order); return its URL.
+
+        Raises UploadGone when a partial no longer exists on the server.
+        """
         ...

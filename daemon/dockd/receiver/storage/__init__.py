@@ -9,7 +9,7 @@ s3*.py     S3Store: one multipart upload per upload on S3 / Ceph RGW (`--store s
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,18 @@ from dockd.receiver.storage.file import FileStore
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def open_store(spec: str | Path, *, s3_options: Mapping[str, Any] | None = None) -> UploadStore:
+def open_store(
+    spec: str | Path,
+    *,
+    s3_options: Mapping[str, Any] | None = None,
+    retention: Callable[[str], Any] | None = None,
+) -> UploadStore:
     """The store named by `--store`: `file:DIR` or a bare path (the file store), or
     `s3:http(s)://HOST[:PORT]/BUCKET` (the S3 store; `s3_options` are `S3Settings.from_spec`'s
     keyword arguments: credentials file, work bucket, region, part size, allow_plaintext).
+
+    `retention(work_bucket)` makes the S3 store's `ObjectRetention` hooks (`dockd serve`:
+    retention.options.retention_from_args); without it, `NoRetention`.
 
     Other schemes are refused by name rather than taken for a directory. Raises ValueError
     (S3ConfigError, KeyFileError) for a store that cannot be configured.
@@ -47,7 +55,8 @@ def open_store(spec: str | Path, *, s3_options: Mapping[str, Any] | None = None)
             raise S3ConfigError(
                 f"the S3 store needs the s3 extra (pip install 'dockd[s3]'): {exc}"
             ) from None
-        return S3Store(settings)
+        hooks = retention(settings.work_bucket) if retention is not None else None
+        return S3Store(settings, retention=hooks)
     # A directory named like "s3:bucket" is far likelier a mistyped store than a wish.
     raise ValueError(
         f"--store {spec!r}: no {scheme!r} store in this version; "

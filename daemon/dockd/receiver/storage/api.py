@@ -80,6 +80,8 @@ class Fenced(StoreError):
 
 # -- records --
 
+PARTIAL = "partial"  # `Upload-Concat` of a partial upload (tus concatenation extension)
+
 
 @dataclass(frozen=True)
 class CreationInfo:
@@ -91,6 +93,13 @@ class CreationInfo:
     metadata: dict[str, str | None]  # decoded values (None: not UTF-8 text)
     created: str  # RFC 3339 UTC
     dock: str | None  # owner when token auth is on
+    # tus concatenation: "partial" for a partial upload (never completed on its own, no
+    # receipt), "" for an ordinary one. Absent from records written before concatenation.
+    concat: str = ""
+
+    @property
+    def partial(self) -> bool:
+        return self.concat == PARTIAL
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CreationInfo:
@@ -101,6 +110,7 @@ class CreationInfo:
             metadata=dict(data.get("metadata", {})),
             created=str(data["created"]),
             dock=data.get("dock"),
+            concat=str(data.get("concat", "")),
         )
 
 
@@ -126,6 +136,8 @@ class CompletedUpload:
     metadata_header: str = ""
     created: str = ""
     dock: str | None = None
+    # A final upload's `Upload-Concat` value ("final;<url> <url>"), echoed on HEAD; "" otherwise.
+    concat: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CompletedUpload:
@@ -139,17 +151,34 @@ class CompletedUpload:
             metadata_header=str(data.get("metadata_header", "")),
             created=str(data.get("created", "")),
             dock=data.get("dock"),
+            concat=str(data.get("concat", "")),
         )
 
 
 @dataclass(frozen=True)
 class Tombstone:
-    """An upload that expired unfinished: it answers 410 rather than 404 for a while."""
+    """An upload that expired unfinished, or a partial upload used by a final one: it answers
+    410 rather than 404 for a while."""
 
     upload: str
-    reason: str
+    reason: str  # "expired", or `concatenated_reason(final)`
     at: float
     dock: str | None
+
+
+_CONCATENATED = "concatenated into "
+
+
+def concatenated_reason(final: str) -> str:
+    """The tombstone reason of a partial upload used by the final upload `final`: a final
+    creation repeated after a lost answer finds the final it already made (idempotent)."""
+    return _CONCATENATED + final
+
+
+def concatenated_into(tombstone: Tombstone) -> str | None:
+    """The final upload a partial's tombstone names, or None (expired, or not a partial)."""
+    final = tombstone.reason.removeprefix(_CONCATENATED)
+    return final if final != tombstone.reason and is_upload_id(final) else None
 
 
 # -- the interfaces --
@@ -288,6 +317,28 @@ class Locker(Protocol):
 @runtime_checkable
 class Concater(Protocol):
     """The tus concatenation extension: a final upload made of finished partial uploads.
-    Declared for backends that can do it cheaply (UploadPartCopy); nothing implements it yet."""
 
-    def concatenate(self, final: CreationInfo, partials: Sequence[str]) -> None: ...
+    A partial upload is an unfinished upload whose `CreationInfo.concat` is "partial": its bytes
+    are committed chunk by chunk like any other, but it is never completed on its own (no
+    receipt, no sidecar) and it expires like any unfinished upload if no final upload uses it.
+    The coordinator checks the partials (same dock, all bytes committed), computes the final
+    upload's SHA-256 and signs its receipt; the store then makes the final upload.
+    """
+
+    def open_partial(self, upload: str, length: int) -> BinaryIO:
+        """The first `length` committed bytes of a partial upload, to read as a stream (the
+        coordinator re-hashes several partials this way: SHA-256 states do not combine)."""
+        ...
+
+    def concatenate(
+        self, record: CompletedUpload, partials: Sequence[str], *, fence: int | None = None
+    ) -> None:
+        """Atomically create the completed upload `record` whose bytes are the committed bytes
+        of `partials` in order (their lengths sum to `record.length`), then replace each
+        partial by a tombstone whose reason is `concatenated_reason(record.upload)`.
+
+        Crash-safe as `complete`: after any crash the final upload is either completed (sidecar
+        and exactly `record.length` bytes) or absent, and until it is completed every partial
+        is intact. Idempotent for the same record.
+        """
+        ...

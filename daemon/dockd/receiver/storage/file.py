@@ -36,7 +36,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar
@@ -56,6 +56,7 @@ from dockd.receiver.storage.api import (
     StoreError,
     StoreFull,
     Tombstone,
+    concatenated_reason,
     is_upload_id,
 )
 from dockd.receiver.storage.offset_record import OffsetState
@@ -326,6 +327,84 @@ class FileStore:
         for suffix in (".json", ".state", ".bin", ".json.tmp", ".state.tmp"):
             _unlink(self._path(self.partial_dir, upload, suffix))
         _fsync_dir(self.partial_dir)
+
+    # -- concatenation (storage.api.Concater) --
+
+    @_store_errors
+    def open_partial(self, upload: str, length: int) -> BinaryIO:
+        self._check_partial_committed(upload, length)
+        return self.data_path(upload).open("rb")
+
+    @_store_errors
+    def concatenate(
+        self, record: CompletedUpload, partials: Sequence[str], *, fence: int | None = None
+    ) -> None:
+        """Make the final upload from finished partials, crash-safe at every step.
+
+        The final's bytes are first assembled at `partial/<final>.bin`, where recovery removes
+        them as an unacknowledged creation if the crash comes first. One partial is adopted by a
+        hard link (no copy: the same inode gets a second name, the partial stays intact); several
+        are copied and fsync'd. From there the path is `complete`'s: pending sidecar, data
+        renamed into complete/, sidecar renamed (the moment of completion). The partials are
+        replaced by tombstones naming the final only after that; a crash before leaves them to
+        expire.
+        """
+        final = record.upload
+        if self.sidecar_path(final).exists():
+            return
+        lengths = [self._check_partial_committed(p, None) for p in partials]
+        if sum(lengths) != record.length:
+            raise StoreError(f"{final}: partials hold {sum(lengths)} bytes, not {record.length}")
+        assembled = self.data_path(final)
+        _unlink(assembled)  # left by an earlier attempt that failed
+        if len(partials) == 1:
+            self._trim(partials[0], lengths[0])
+            os.link(self.data_path(partials[0]), assembled, follow_symlinks=False)
+        else:
+            self._copy_partials(assembled, partials, lengths)
+        _fsync_dir(self.partial_dir)
+        sidecar = self.sidecar_path(final)
+        pending = sidecar.with_name(sidecar.name + ".tmp")
+        _write_durably(pending, _json_bytes(asdict(record)))
+        self._finish_completion(final, pending, sidecar)
+        for partial in partials:
+            self.write_tombstone(partial, concatenated_reason(final), record.dock)
+            self.remove_partial(partial)
+
+    def _check_partial_committed(self, upload: str, length: int | None) -> int:
+        """The partial's length, if its data file holds all its bytes (at least `length`).
+
+        That every byte is *committed* is the caller's to check (the coordinator does, under the
+        upload's lock, from the committed offset it keeps); no writer is open then, and what a
+        failed or interrupted chunk left past the committed offset was truncated away, so the
+        data file is exactly the committed bytes. Reading the state file here would tie this
+        method to its format.
+        """
+        created = _read_json(self._path(self.partial_dir, upload, ".json"))
+        if created is None:
+            raise NotFound(f"{upload}: no unfinished upload")
+        info = CreationInfo.from_json(created)
+        need = info.length if length is None else length
+        if not info.partial or self.data_path(upload).stat().st_size < need:
+            raise StoreError(f"{upload}: not a finished partial upload")
+        return info.length
+
+    def _copy_partials(self, target: Path, partials: Sequence[str], lengths: list[int]) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                for partial, length in zip(partials, lengths, strict=True):
+                    with self.data_path(partial).open("rb") as source:
+                        remaining = length
+                        while remaining:
+                            piece = source.read(min(_READ_PIECE, remaining))
+                            if not piece:
+                                raise StoreError(f"{partial}: data shorter than committed")
+                            out.write(piece)
+                            remaining -= len(piece)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def load_completed(self, upload: str) -> CompletedUpload | None:
         data = _read_json(self.sidecar_path(upload))

@@ -13,7 +13,7 @@ import hashlib
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -28,6 +28,7 @@ from dockd.receiver.storage.api import (
     StoreFull,
     StoreUnavailable,
     Tombstone,
+    concatenated_reason,
     is_upload_id,
 )
 
@@ -157,6 +158,38 @@ class MemoryStore:
                 raise StoreError(f"{record.upload}: not all bytes are committed")
             self.medium.completed[record.upload] = (record, bytes(entry.data[: record.length]))
             del self.medium.unfinished[record.upload]
+
+    # -- concatenation (storage.api.Concater) --
+
+    def open_partial(self, upload: str, length: int) -> BinaryIO:
+        self.check_available()
+        entry = self._finished_partial(upload)
+        return io.BytesIO(bytes(entry.data[:length]))
+
+    def concatenate(
+        self, record: CompletedUpload, partials: Sequence[str], *, fence: int | None = None
+    ) -> None:
+        """Under the medium's lock, so the final appears whole or not at all."""
+        self.check_available()
+        with self.medium.lock:
+            if record.upload in self.medium.completed:
+                return
+            entries = [self._finished_partial(p) for p in partials]
+            data = b"".join(bytes(e.data[: e.info.length]) for e in entries)
+            if len(data) != record.length:
+                raise StoreError(f"{record.upload}: partials hold {len(data)} bytes")
+            self.medium.completed[record.upload] = (record, data)
+            for partial in partials:
+                del self.medium.unfinished[partial]
+                self.medium.tombstones[partial] = Tombstone(
+                    partial, concatenated_reason(record.upload), time.time(), record.dock
+                )
+
+    def _finished_partial(self, upload: str) -> _Unfinished:
+        entry = self.unfinished(upload)
+        if not entry.info.partial or len(entry.data) < entry.info.length:
+            raise StoreError(f"{upload}: not a finished partial upload")
+        return entry
 
     def load_completed(self, upload: str) -> CompletedUpload | None:
         self.check_available()
