@@ -7,6 +7,7 @@ this module decides which bytes count, and makes them durable before anyone may 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,13 +53,19 @@ class ChunkStorer:
         checksum: Checksum | None,
         limit: int,
         whole: RunningHash,
+        fence: int | None = None,
     ) -> Received:
         """Receive the body at the upload's committed offset; commit what counts (the upload's
-        offset, hash and expiry move only then). Raises ProtocolError for a refused chunk."""
+        offset, hash and expiry move only then). Raises ProtocolError for a refused chunk.
+
+        `fence`: the shared lock's token in multi-node mode; every part and the commit check it,
+        so a node whose lease was taken over stores nothing that counts (`Fenced`: 409)."""
         chunk_hasher = checksum.new_hasher() if checksum is not None else None
         hashers = [whole] if chunk_hasher is None else [whole, chunk_hasher]
         try:
-            writer = await run_blocking(self._store.open_writer, upload.id, upload.offset)
+            writer = await run_blocking(
+                functools.partial(self._store.open_writer, upload.id, upload.offset, fence=fence)
+            )
         except StoreError as exc:
             raise refusal_at(exc, upload, upload.offset) from None
         try:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import re
 import resource
 import signal
+import socket
 import ssl
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from dockd.receiver.connections import install_accept_error_limiter
 from dockd.receiver.quota import Quotas
 from dockd.receiver.retention import options as retention_options
 from dockd.receiver.storage import open_store
-from dockd.receiver.storage.api import StoreError, StoreUnavailable
+from dockd.receiver.storage.api import StoreError, StoreUnavailable, UploadStore
 from dockd.receiver.storage.s3_config import DEFAULT_PART_SIZE, DEFAULT_REGION
 
 log = structlog.get_logger("dockd.receiver")
@@ -39,6 +42,7 @@ _SIZE = re.compile(r"([0-9]+)([KMGT]i?B?|B)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DSN_ENVIRONMENT = "DOCKD_SHARED_STATE_DSN"
 
 
 class ConfigError(ValueError):
@@ -89,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "s3:http(s)://HOST[:PORT]/BUCKET (an S3 / Ceph RGW bucket; see the --s3-* options)",
     )
     add_s3_arguments(parser)
+    add_shared_arguments(parser)
     parser.add_argument(
         "--signing-key",
         required=True,
@@ -237,6 +242,86 @@ def add_s3_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """Multi-node mode: several `dockd serve` over one S3 store, state in PostgreSQL."""
+    parser.add_argument(
+        "--shared-state",
+        type=Path,
+        metavar="FILE",
+        help="run as one of several nodes: FILE (mode 0600) holds the PostgreSQL DSN of the "
+        f"shared upload state (or set {DSN_ENVIRONMENT}); needs --store s3:...",
+    )
+    parser.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="this node's name in the shared locks, [A-Za-z0-9_.-]{1,40} (default: host name)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=parse_duration,
+        metavar="DURATION",
+        help="how long an upload's lock outlives a node that stopped renewing it: the takeover "
+        "delay after a node dies (default 10s)",
+    )
+
+
+def shared_state_dsn(args: argparse.Namespace, environ: Any = os.environ) -> str | None:
+    """The PostgreSQL DSN of multi-node mode, or None for the single-node default.
+
+    Refuses (ConfigError) the multi-node options without multi-node mode, multi-node mode on
+    anything but the S3 store, and a DSN file group or others may read (it holds a password).
+    """
+    dsn: str | None = None
+    if args.shared_state is not None:
+        path: Path = args.shared_state
+        try:
+            mode = path.stat().st_mode
+            dsn = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the shared-state DSN file: {exc}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{path}: the DSN file is accessible by group/others "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+            )
+        if not dsn:
+            raise ConfigError(f"{path}: the shared-state DSN file is empty")
+    elif environ.get(DSN_ENVIRONMENT):
+        dsn = environ[DSN_ENVIRONMENT].strip()
+    if dsn is None:
+        if args.node_id is not None or args.lease_seconds is not None:
+            raise ConfigError(
+                f"--node-id and --lease-seconds need --shared-state (or {DSN_ENVIRONMENT})"
+            )
+        return None
+    if not str(args.store).lower().startswith("s3:"):
+        raise ConfigError("--shared-state (multi-node mode) needs --store s3:...")
+    return dsn
+
+
+def open_configured_store(args: argparse.Namespace) -> UploadStore:
+    """The store `--store` names, wrapped for multi-node mode when a DSN is configured (which
+    connects to PostgreSQL and migrates its schema: StoreUnavailable if it cannot)."""
+    dsn = shared_state_dsn(args)
+    store = open_store(
+        args.store,
+        s3_options=s3_options(args),
+        retention=lambda work: retention_options.retention_from_args(args, work),
+    )
+    if dsn is None:
+        return store
+    from dockd.receiver.shared.store import open_shared_store  # needs the multinode extra
+    from dockd.receiver.storage.s3 import S3Store
+
+    assert isinstance(store, S3Store)
+    return open_shared_store(
+        store,
+        dsn,
+        node=args.node_id if args.node_id is not None else socket.gethostname().split(".")[0],
+        lease_seconds=args.lease_seconds if args.lease_seconds is not None else 10.0,
+    )
+
+
 def s3_options(args: argparse.Namespace) -> dict[str, Any]:
     """`open_store`'s S3 keyword arguments from the command line."""
     return {
@@ -278,11 +363,7 @@ def settings_from_args(args: argparse.Namespace) -> ReceiverSettings:
     """Load key files and build the settings; KeyFileError/ConfigError name the culprit."""
     try:
         return ReceiverSettings(
-            store=open_store(
-                args.store,
-                s3_options=s3_options(args),
-                retention=lambda work: retention_options.retention_from_args(args, work),
-            ),
+            store=open_configured_store(args),
             signing_key=load_signing_key(args.signing_key),
             base_path=args.base_path,
             max_size=args.max_size,
@@ -334,6 +415,9 @@ def run(args: argparse.Namespace) -> int:
     except (KeyFileError, ConfigError) as exc:
         print(f"dockd serve: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
+    except StoreUnavailable as exc:  # PostgreSQL away at start: systemd restarts on 69
+        print(f"dockd serve: shared state unavailable: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
     for warning in warnings:
         log.warning("receiver.exposure", warning=warning)
     settings = _fit_descriptor_limit(settings)
@@ -394,5 +478,8 @@ async def _serve(
     await stop.wait()
     log.info("receiver.stopping")
     await running.stop()
+    close = getattr(running.store, "close", None)
+    if callable(close):  # the multi-node store: stop renewing leases, close the pool
+        await asyncio.to_thread(close)
     log.info("receiver.stopped")
     return exitcodes.OK

@@ -10,6 +10,15 @@ and requests that queued behind it give way to the newest one.
 
 Finished uploads are not kept in memory: their sidecar in the store answers for them. Every
 storage operation goes through the `UploadStore` interface (storage/api.py), on a worker thread.
+
+Multi-node mode (a store that is a `SharedStore`: several `dockd serve` behind a load balancer,
+docs/SCALE.md). Other nodes change the same uploads, so the memory above is only a cache of what
+this node last saw: `find` reads the committed state afresh, and every change takes, inside the
+local lock, the upload's shared lock (`Locker.acquire`, a lease with a fencing token), reloads the
+state under it, and hands the token to the store with every write (`fence=`). A node whose lease
+ran out while it stalled is refused by the store (`Fenced`, 409): its late write never counts. A
+request waiting for the lock asks the holder (on any node) to let go, which cuts the holder's
+body off after a short silence, as a newer local request does.
 """
 
 from __future__ import annotations
@@ -17,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 from aiohttp import StreamReader
@@ -30,22 +41,32 @@ from dockd.receiver.chunks import INTERRUPTED_STATUS, ChunkStorer
 from dockd.receiver.protocol import Checksum, ProtocolError
 from dockd.receiver.quota import Quotas, Reservation, check_creation
 from dockd.receiver.refusals import storage_refusal
+from dockd.receiver.shared.capability import PartsReplaced, SharedStore
 from dockd.receiver.storage.api import (
     CompletedUpload,
     Concater,
     CreationInfo,
+    Fenced,
     PartialState,
     RunningHash,
     StoreError,
+    StoreUnavailable,
     Tombstone,
+    UploadLock,
     UploadStore,
     concatenated_into,
     rfc3339,
 )
-from dockd.receiver.threads import run_blocking
-from dockd.receiver.upload_state import ChunkResult, Upload, refusal_at
+from dockd.receiver.threads import run_blocking, wait_through_cancellation
+from dockd.receiver.upload_state import SUPERSEDE_GRACE, ChunkResult, Upload, refusal_at
 
 log = structlog.get_logger("dockd.receiver")
+
+# The shared lock that lets one node at a time sweep expired uploads (not an upload id, so it
+# can never be an upload's lease).
+SWEEPER_LOCK = "dockd-sweeper"
+# Requests of one node that may wait for a shared lock at once; more queue for a thread.
+LOCK_WAITERS = 64
 
 
 def _short(value: str | None) -> str | None:
@@ -74,6 +95,11 @@ class UploadCoordinator:
         self._signing_key = signing_key
         self._expire_after = expire_after
         self._uploads: dict[str, Upload] = {}
+        # Several nodes over one store: None in the single-node default.
+        self._shared: SharedStore | None = store if isinstance(store, SharedStore) else None
+        self._creating: set[str] = set()  # multi-node: created here, maybe not in the state yet
+        # Multi-node: threads that only wait for shared locks (mostly asleep between polls).
+        self._lock_waiters = ThreadPoolExecutor(LOCK_WAITERS, thread_name_prefix="lock-wait")
         self.stopping = False
         self._chunks = ChunkStorer(
             store,
@@ -100,6 +126,8 @@ class UploadCoordinator:
 
     async def find(self, upload_id: str) -> Upload | CompletedUpload | Tombstone | None:
         """The upload with this (validated) id in whatever state it is, or None if unknown."""
+        if self._shared is not None:
+            return await self._find_shared(self._shared, upload_id)
         upload = self._uploads.get(upload_id)
         if upload is not None:
             if self._is_expired(upload, time.time()):
@@ -110,6 +138,40 @@ class UploadCoordinator:
         if completed is not None:
             return completed
         return await asyncio.to_thread(self.store.load_tombstone, upload_id)
+
+    async def _find_shared(
+        self, shared: SharedStore, upload_id: str
+    ) -> Upload | CompletedUpload | Tombstone | None:
+        """Multi-node `find`: the state as committed now, whichever node committed it. Expiry
+        is left to the sweeper and to the next change, both under the shared lock."""
+        partial = await run_blocking(shared.partial, upload_id)
+        if partial is not None:
+            return self._adopt(partial)
+        stale = self._uploads.get(upload_id)
+        if stale is not None and not stale.lock.locked():
+            self._uploads.pop(upload_id, None)  # finished or removed on another node
+        completed = await asyncio.to_thread(self.store.load_completed, upload_id)
+        if completed is not None:
+            return completed
+        return await asyncio.to_thread(self.store.load_tombstone, upload_id)
+
+    def _adopt(self, partial: PartialState) -> Upload:
+        """This node's `Upload` for a state read from the shared store, brought up to date
+        unless a request here is changing it (that request reloads under the lock itself)."""
+        upload = self._uploads.get(partial.info.upload)
+        if upload is None:
+            upload = Upload(partial.info, partial.offset, partial.expires)
+            self._uploads[upload.id] = upload
+        elif not upload.lock.locked():
+            self._move_to(upload, partial)
+        return upload
+
+    @staticmethod
+    def _move_to(upload: Upload, partial: PartialState) -> None:
+        if partial.offset != upload.offset:
+            # Committed bytes never change, so the hash stays valid while the offset does.
+            upload.offset, upload.hasher = partial.offset, None
+        upload.expires = partial.expires
 
     @staticmethod
     def _is_expired(upload: Upload, now: float) -> bool:
@@ -129,10 +191,81 @@ class UploadCoordinator:
     # -- the running SHA-256 of the whole upload --
 
     def start_hash_rebuild(self, upload: Upload) -> None:
-        upload.start_hash_rebuild(self.store)
+        # Multi-node: the state is restored under the lock, where the offset is known to hold
+        # (a rebuild started here could finish for an offset another node has moved past).
+        if self._shared is None:
+            upload.start_hash_rebuild(self.store)
 
-    async def running_hash(self, upload: Upload) -> RunningHash:
-        return await upload.running_hash(self.store)
+    async def running_hash(self, upload: Upload, fence: int | None = None) -> RunningHash:
+        """The SHA-256 of the committed bytes; in multi-node mode the caller holds the shared
+        lock whose `fence` this is (a stalled holder's stale offset is then `Fenced`)."""
+        if self._shared is None:
+            return await upload.running_hash(self.store)
+        if upload.hasher is None:
+            restore = functools.partial(
+                self._shared.running_hash, upload.id, upload.offset, fence=fence
+            )
+            upload.hasher = await run_blocking(restore)
+        return upload.hasher
+
+    # -- the shared lock (multi-node mode) --
+
+    @contextlib.asynccontextmanager
+    async def _shared_lock(
+        self, upload: Upload, *, wait: float | None = None
+    ) -> AsyncIterator[int | None]:
+        """Hold the upload's lock across nodes and yield its fence (None in single-node mode).
+
+        Caller holds the local lock. Raises StoreError (StoreUnavailable when the lock stays
+        busy for `wait` seconds or PostgreSQL is away). The state is reloaded under the lock:
+        `upload` then shows what is committed now, or is marked completed / gone.
+        """
+        shared = self._shared
+        if shared is None:
+            yield None
+            return
+        loop = asyncio.get_running_loop()
+
+        def release_requested() -> None:  # from the locker's threads
+            loop.call_soon_threadsafe(_let_go, upload)
+
+        lock = await self._acquire(
+            functools.partial(
+                shared.acquire,
+                upload.id,
+                timeout=shared.lock_timeout if wait is None else wait,
+                release_requested=release_requested,
+            )
+        )
+        try:
+            await self._reload(shared, upload)
+            yield lock.fence
+        finally:
+            await run_blocking(lock.release)
+
+    async def _acquire(self, acquire: Callable[[], UploadLock]) -> UploadLock:
+        """Wait for a shared lock on the lock waiters' own threads: a lock held by a dead node
+        is waited for up to a lease, and waiters on the store's threads (the default executor,
+        a handful on a small machine) would stall every other request of this node meanwhile.
+        A cancellation meanwhile still waits for the outcome, and lets go of a lock it got."""
+        future = asyncio.get_running_loop().run_in_executor(self._lock_waiters, acquire)
+        try:
+            return await wait_through_cancellation(future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                await run_blocking(future.result().release)
+            raise
+
+    async def _reload(self, shared: SharedStore, upload: Upload) -> None:
+        partial = await run_blocking(shared.partial, upload.id)
+        if partial is not None:
+            self._move_to(upload, partial)
+            return
+        self._uploads.pop(upload.id, None)
+        upload.completed = await run_blocking(self.store.load_completed, upload.id)
+        if upload.completed is None:
+            tombstone = await run_blocking(self.store.load_tombstone, upload.id)
+            upload.gone = "expired" if tombstone is not None else "terminated"
 
     # -- changes --
 
@@ -141,24 +274,22 @@ class UploadCoordinator:
         # Asked before the check: from the check to the registration below nothing may await,
         # or creations racing this one would not see each other's reservations.
         free = await run_blocking(self.store.free_bytes)
+        reserved = await self._reservations(info.dock)
         expires = time.time() + self._expire_after
         check_creation(
-            self._quotas,
-            dock=info.dock,
-            length=info.length,
-            unfinished=(
-                Reservation(u.info.dock, u.length, u.offset) for u in self._uploads.values()
-            ),
-            free=free,
+            self._quotas, dock=info.dock, length=info.length, unfinished=reserved, free=free
         )
         upload = Upload(info, 0, expires, hasher=self.store.new_hash())
         # Registered before the first await, so creations racing this one count it.
         self._uploads[upload.id] = upload
+        self._creating.add(upload.id)
         try:
             await run_blocking(self.store.create, info, expires)
         except StoreError as exc:
             self._uploads.pop(upload.id, None)
             raise refusal_at(exc, upload, 0) from None
+        finally:
+            self._creating.discard(upload.id)
         log.info(
             "upload.created",
             upload=upload.id,
@@ -168,9 +299,30 @@ class UploadCoordinator:
             metadata_keys=sorted(info.metadata),
         )
         if info.length == 0 and not info.partial:
-            async with upload.lock:
-                await self._complete(upload)
+            async with upload.lock, self._shared_lock(upload) as fence:
+                await self._complete(upload, fence)
         return upload
+
+    async def _reservations(self, dock: str | None) -> list[Reservation]:
+        """What the quotas count: this node's unfinished uploads, or in multi-node mode the
+        dock's uploads in the shared state (every node's) plus creations still in progress here.
+        Two nodes creating for one dock at the same instant may each miss the other's: a dock
+        can pass its count by at most the number of nodes minus one."""
+        if self._shared is None:
+            return [Reservation(u.info.dock, u.length, u.offset) for u in self._uploads.values()]
+        try:
+            theirs = await run_blocking(self._shared.unfinished_of, dock)
+        except StoreError as exc:
+            raise storage_refusal(exc, what="the upload was not created") from None
+        known = {p.info.upload for p in theirs}
+        pending = [
+            self._uploads[upload_id]
+            for upload_id in self._creating
+            if upload_id in self._uploads and upload_id not in known
+        ]
+        return [Reservation(p.info.dock, p.info.length, p.offset) for p in theirs] + [
+            Reservation(u.info.dock, u.length, u.offset) for u in pending
+        ]
 
     async def apply_chunk(
         self,
@@ -190,37 +342,82 @@ class UploadCoordinator:
             self._check_still_current(upload, generation)
             if upload.completed is not None:
                 return self.chunk_on_completed(upload.completed, offset, content_length)
-            if offset != upload.offset:
-                raise ProtocolError(
-                    409,
-                    f"Upload-Offset {offset} does not match the upload's offset",
-                    {"Upload-Offset": str(upload.offset)},
-                )
-            remaining = upload.length - offset
-            if content_length is not None and content_length > remaining:
-                raise ProtocolError(
-                    413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
-                )
-            whole = (await self.running_hash(upload)).copy()
-            received = await self._chunks.store(
-                upload, generation, content, checksum=checksum, limit=remaining, whole=whole
+            try:
+                async with self._shared_lock(upload) as fence:
+                    if fence is not None:
+                        await self._check_after_reload(upload, generation, fence)
+                        if upload.completed is not None:
+                            return self.chunk_on_completed(upload.completed, offset, content_length)
+                    return await self._apply_locked(
+                        upload,
+                        generation,
+                        content,
+                        offset=offset,
+                        checksum=checksum,
+                        content_length=content_length,
+                        fence=fence,
+                    )
+            except StoreError as exc:  # multi-node: the shared lock, the reload, the hash
+                if self._shared is None:
+                    raise  # as ever: the middleware's refusal
+                raise refusal_at(exc, upload, upload.offset) from None
+
+    async def _check_after_reload(self, upload: Upload, generation: int, fence: int) -> None:
+        """Multi-node, under both locks: the upload may have expired or moved on elsewhere."""
+        self._check_still_current(upload, generation)
+        if upload.completed is None and self._past_expiry(upload, time.time()):
+            await self._expire_locked(upload, fence)
+            self._check_still_current(upload, generation)  # 410
+
+    async def _apply_locked(
+        self,
+        upload: Upload,
+        generation: int,
+        content: StreamReader,
+        *,
+        offset: int,
+        checksum: Checksum | None,
+        content_length: int | None,
+        fence: int | None,
+    ) -> ChunkResult:
+        """The chunk under the lock(s): check the offset, store, commit, complete at the end."""
+        if offset != upload.offset:
+            raise ProtocolError(
+                409,
+                f"Upload-Offset {offset} does not match the upload's offset",
+                {"Upload-Offset": str(upload.offset)},
             )
-            if received.interrupted:
-                log.info(
-                    "upload.body_interrupted",
-                    upload=upload.id,
-                    reason=received.interrupted,
-                    kept=received.count,
-                )
-                raise ProtocolError(
-                    INTERRUPTED_STATUS[received.interrupted],
-                    f"body ended early ({received.interrupted}); kept what arrived",
-                    {"Upload-Offset": str(upload.offset)},
-                    close_connection=True,
-                )
-            if upload.offset == upload.length and not upload.info.partial:
-                await self._complete_or_report(upload)
-            return ChunkResult(upload.offset, upload.expires, upload.completed)
+        remaining = upload.length - offset
+        if content_length is not None and content_length > remaining:
+            raise ProtocolError(
+                413, "chunk goes past Upload-Length", {"Upload-Offset": str(upload.offset)}
+            )
+        whole = (await self.running_hash(upload, fence)).copy()
+        received = await self._chunks.store(
+            upload,
+            generation,
+            content,
+            checksum=checksum,
+            limit=remaining,
+            whole=whole,
+            fence=fence,
+        )
+        if received.interrupted:
+            log.info(
+                "upload.body_interrupted",
+                upload=upload.id,
+                reason=received.interrupted,
+                kept=received.count,
+            )
+            raise ProtocolError(
+                INTERRUPTED_STATUS[received.interrupted],
+                f"body ended early ({received.interrupted}); kept what arrived",
+                {"Upload-Offset": str(upload.offset)},
+                close_connection=True,
+            )
+        if upload.offset == upload.length and not upload.info.partial:
+            await self._complete_or_report(upload, fence)
+        return ChunkResult(upload.offset, upload.expires, upload.completed)
 
     def _check_still_current(self, upload: Upload, generation: int) -> None:
         if upload.gone == "expired":
@@ -249,9 +446,14 @@ class UploadCoordinator:
             raise ProtocolError(413, "upload is complete", {"Upload-Offset": str(record.length)})
         return ChunkResult(record.length, 0.0, record)
 
-    async def _complete_or_report(self, upload: Upload) -> None:
+    async def _complete_or_report(self, upload: Upload, fence: int | None) -> None:
         try:
-            await self._complete(upload)
+            await self._complete(upload, fence)
+        except PartsReplaced:
+            await self._end_spoiled(upload, fence)
+            raise ProtocolError(
+                410, "upload cannot be completed (a stored part was replaced): send it again"
+            ) from None
         except StoreError as exc:
             error = refusal_at(exc, upload, upload.offset)
             raise ProtocolError(
@@ -260,12 +462,13 @@ class UploadCoordinator:
                 error.headers,
             ) from None
 
-    async def _complete(self, upload: Upload) -> None:
-        """Sign the receipt and complete the upload in the store. Caller holds the lock."""
-        digest = (await self.running_hash(upload)).hexdigest()
+    async def _complete(self, upload: Upload, fence: int | None) -> None:
+        """Sign the receipt and complete the upload in the store. Caller holds the lock (and in
+        multi-node mode the shared one, whose `fence` the store checks)."""
+        digest = (await self.running_hash(upload, fence)).hexdigest()
         info = upload.info
         record = self._sign(info, upload.length, digest)
-        await run_blocking(self.store.complete, record)
+        await run_blocking(functools.partial(self.store.complete, record, fence=fence))
         upload.completed = record
         self._uploads.pop(upload.id, None)
         log.info(
@@ -300,6 +503,13 @@ class UploadCoordinator:
             concat=info.concat,
         )
 
+    async def _end_spoiled(self, upload: Upload, fence: int | None) -> None:
+        """An upload whose stored parts are not the committed ones (`PartsReplaced`): no receipt
+        can ever be given for it, so it ends as an expired one does (tombstone, 410) and the dock
+        uploads the clip again. Caller holds the lock(s)."""
+        log.error("upload.parts_replaced", upload=upload.id, length=upload.length)
+        await self._expire_locked(upload, fence)
+
     async def finish_pending_completion(self, upload: Upload) -> CompletedUpload | None:
         """Complete an upload whose bytes are all committed but whose completion failed or was
         interrupted before the receipt was written (HEAD and startup call this)."""
@@ -308,7 +518,15 @@ class UploadCoordinator:
         async with upload.lock:
             if upload.completed is None and upload.gone is None:
                 try:
-                    await self._complete(upload)
+                    async with self._shared_lock(upload) as fence:
+                        if (
+                            upload.completed is None
+                            and upload.gone is None
+                            and upload.offset == upload.length
+                        ):
+                            await self._complete(upload, fence)
+                except PartsReplaced:
+                    await self._end_spoiled(upload, fence)
                 except StoreError as exc:
                     log.error("upload.completion_failed", upload=upload.id, error=str(exc))
         return upload.completed
@@ -408,9 +626,22 @@ class UploadCoordinator:
             self._check_still_current(upload, generation)
             if upload.completed is not None:
                 raise _completed_refusal()
-            upload.gone = "terminated"
-            self._uploads.pop(upload.id, None)
-            await run_blocking(self.store.terminate, upload.id)
+            try:
+                async with self._shared_lock(upload) as fence:
+                    self._check_still_current(upload, generation)
+                    if upload.completed is not None:
+                        raise _completed_refusal()
+                    if self._shared is not None:  # first: a Fenced node ends nothing
+                        terminate = functools.partial(
+                            self._shared.terminate, upload.id, fence=fence
+                        )
+                        await run_blocking(terminate)
+                    upload.gone = "terminated"
+                    self._uploads.pop(upload.id, None)
+                    if self._shared is None:
+                        await run_blocking(self.store.terminate, upload.id)
+            except StoreError as exc:
+                raise refusal_at(exc, upload, upload.offset) from None
         log.info("upload.terminated", upload=upload.id, offset=upload.offset)
 
     async def expire(self, upload: Upload) -> None:
@@ -418,23 +649,115 @@ class UploadCoordinator:
         async with upload.lock:
             if upload.gone is not None or upload.completed is not None:
                 return
-            upload.gone = "expired"
-            self._uploads.pop(upload.id, None)
+            if self._shared is None:
+                await self._expire_locked(upload)
+                return
             try:
-                await run_blocking(self.store.expire, upload.id, upload.info.dock)
+                # Not waiting: an upload someone is changing is not idle.
+                async with self._shared_lock(upload, wait=0.0) as fence:
+                    if (
+                        upload.gone is None
+                        and upload.completed is None
+                        and self._past_expiry(upload, time.time())
+                    ):
+                        await self._expire_locked(upload, fence)
+            except StoreError as exc:
+                log.info("upload.expiry_postponed", upload=upload.id, error=str(exc))
+
+    @staticmethod
+    def _past_expiry(upload: Upload, now: float) -> bool:
+        waiting = upload.offset < upload.length or upload.info.partial  # as in _is_expired
+        return upload.expires <= now and waiting
+
+    async def _expire_locked(self, upload: Upload, fence: int | None = None) -> None:
+        if self._shared is not None and fence is not None:
+            expire = functools.partial(
+                self._shared.expire, upload.id, upload.info.dock, fence=fence
+            )
+            try:
+                await run_blocking(expire)
+            except Fenced:
+                log.warning("upload.expiry_fenced", upload=upload.id)
+                return  # taken over by another node: not this one's to end
             except StoreError as exc:
                 log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
+            upload.gone = "expired"
+            self._uploads.pop(upload.id, None)
+            log.info("upload.expired", upload=upload.id, offset=upload.offset, length=upload.length)
+            return
+        upload.gone = "expired"
+        self._uploads.pop(upload.id, None)
+        try:
+            await run_blocking(self.store.expire, upload.id, upload.info.dock)
+        except StoreError as exc:
+            log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
         log.info("upload.expired", upload=upload.id, offset=upload.offset, length=upload.length)
 
     async def sweep(self, *, tombstone_ttl: float) -> None:
         """Expire idle unfinished uploads and forget old tombstones."""
         now = time.time()
+        if self._shared is not None:
+            await self._sweep_shared(self._shared, now, tombstone_ttl)
+            return
         for upload in self.unfinished():
             if self._is_expired(upload, now):
                 await self.expire(upload)
-        removed = await asyncio.to_thread(self.store.sweep_tombstones, now - tombstone_ttl)
+        await self._sweep_tombstones(now - tombstone_ttl)
+
+    async def _sweep_tombstones(self, older_than: float) -> None:
+        removed = await asyncio.to_thread(self.store.sweep_tombstones, older_than)
         if removed:
             log.info("store.tombstones_removed", count=removed)
+
+    def _forget_idle(self) -> None:
+        """Multi-node: this node's `Upload`s are only a cache of the shared state, and uploads
+        finished on other nodes would otherwise stay in it for ever (bounded memory). Those no
+        request holds are dropped; the next request builds its `Upload` afresh. (A request
+        between `find` and taking the local lock cannot be caught here: nothing awaits there.)"""
+        dropped = _forget_idle_uploads(self._uploads)
+        if dropped:
+            log.debug("uploads.cache_trimmed", dropped=dropped)
+
+    async def _sweep_shared(self, shared: SharedStore, now: float, tombstone_ttl: float) -> None:
+        """Multi-node: one node at a time sweeps, every unfinished upload of the shared state
+        (not only those this node has seen)."""
+        self._forget_idle()
+        try:
+            turn = await run_blocking(
+                functools.partial(
+                    shared.acquire, SWEEPER_LOCK, timeout=0.0, release_requested=lambda: None
+                )
+            )
+        except StoreUnavailable:
+            return  # another node is sweeping (or PostgreSQL is away): its turn
+        try:
+            states = await run_blocking(
+                lambda: [p for p in shared.unfinished() if p.expires <= now]
+            )
+            for partial in states:
+                upload = self._adopt(partial)
+                if not self._past_expiry(upload, now):
+                    continue  # all bytes there: waiting for its completion, not idle
+                if not upload.lock.locked():
+                    await self.expire(upload)
+            await self._sweep_tombstones(now - tombstone_ttl)
+        finally:
+            await run_blocking(turn.release)
+
+
+def _forget_idle_uploads(uploads: dict[str, Upload]) -> int:
+    """Drop the uploads no request here is changing; return how many (see `_forget_idle`)."""
+    idle = [upload_id for upload_id, upload in uploads.items() if not upload.lock.locked()]
+    for upload_id in idle:
+        del uploads[upload_id]
+    return len(idle)
+
+
+def _let_go(upload: Upload) -> None:
+    """A request on another node waits for this upload: the body being read here may now stay
+    silent for SUPERSEDE_GRACE at most (as for a newer request on this node)."""
+    if upload.cutoff is not None:
+        upload.cutoff.supersede(SUPERSEDE_GRACE)
 
 
 def _hash_partials(store: Concater, partials: Sequence[Upload]) -> str:

@@ -120,6 +120,17 @@ class PgStateBackend(Generic[S]):
             conn.execute("DELETE FROM dockd_upload_state WHERE upload = %s", (upload,))
             conn.execute("DELETE FROM dockd_upload_lease WHERE upload = %s", (upload,))
 
+    def of_dock(self, dock: str | None) -> list[S]:
+        """The unfinished uploads of one dock (None: anonymous), for its quotas; a dock holds
+        at most `--max-uploads-per-dock` of them, so the list stays short."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT state FROM dockd_upload_state WHERE dock IS NOT DISTINCT FROM %s"
+                " ORDER BY upload",
+                (dock,),
+            ).fetchall()
+        return [self._decode(row[0]) for row in rows]
+
     def all(self) -> Iterator[S]:
         """Every unfinished upload, by id, streamed through a server-side cursor."""
         with self._pool.transaction() as conn:

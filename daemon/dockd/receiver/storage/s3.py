@@ -39,7 +39,9 @@ from dataclasses import asdict, replace
 from typing import Any, BinaryIO
 
 import structlog
+from botocore.exceptions import ClientError
 
+from dockd.receiver.shared.capability import PartsReplaced
 from dockd.receiver.storage.api import (
     ChunkWriter,
     CompletedUpload,
@@ -52,7 +54,7 @@ from dockd.receiver.storage.api import (
     is_upload_id,
 )
 from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
-from dockd.receiver.storage.s3_errors import list_objects, s3_call, s3_required
+from dockd.receiver.storage.s3_errors import error_code, list_objects, s3_call, s3_required
 from dockd.receiver.storage.s3_hash import new_hash, restore
 from dockd.receiver.storage.s3_retention_api import NoRetention, ObjectRetention
 from dockd.receiver.storage.s3_state import (
@@ -208,6 +210,28 @@ class S3Store:
     def free_bytes(self) -> int | None:
         return None  # RGW quotas answer per request (QuotaExceeded -> StoreFull)
 
+    def ready(self) -> None:
+        """The /ready probe (readiness.ReadinessProbe): both buckets answer a HeadBucket, and
+        the state backend answers too when it has a probe of its own (PostgreSQL in multi-node
+        mode). Raises StoreUnavailable (gateway unreachable) or StoreError (bucket gone)."""
+        for bucket in (self.settings.bucket, self.settings.work_bucket):
+            if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
+                raise StoreError(f"bucket {bucket} does not exist")
+        probe = getattr(self.states, "ready", None)
+        if callable(probe):
+            probe()
+
+    def partial(self, upload: str) -> PartialState | None:
+        """The unfinished upload's committed state as the state backend has it now (another
+        node may have committed since this one last looked), or None if it is not unfinished."""
+        state = self.states.load(self._checked(upload))
+        return None if state is None else PartialState(state.info, state.offset, state.expires)
+
+    def unfinished(self) -> Iterator[PartialState]:
+        """Every unfinished upload's committed state, streamed from the state backend."""
+        for state in self.states.all():
+            yield PartialState(state.info, state.offset, state.expires)
+
     def recover(self) -> list[PartialState]:
         """Make sure both buckets exist, finish interrupted completions, list unfinished ones."""
         self.retention.prepare_bucket(self.client, self.settings.bucket)
@@ -222,13 +246,21 @@ class S3Store:
             if data is None:
                 self.delete_quietly(self.settings.work_bucket, key)
                 continue
-            self._finish_completion(CompletedUpload.from_json(data), fence=None)
-            log.info("s3.completion_finished_on_recovery", upload=upload)
+            try:
+                self.recover_completion(CompletedUpload.from_json(data))
+            except PartsReplaced:
+                continue  # stays unfinished; the coordinator ends it (410) at its completion
         self._abort_orphan_multiparts(time.time() - self.orphan_age)
         return sorted(
             (PartialState(s.info, s.offset, s.expires) for s in self.states.all()),
             key=lambda partial: partial.info.upload,
         )
+
+    def recover_completion(self, record: CompletedUpload) -> None:
+        """Finish a completion a crash interrupted (its `completing/` record is there). One
+        process owns this store, so nothing else can be completing it now."""
+        self._finish_completion(record, fence=None)
+        log.info("s3.completion_finished_on_recovery", upload=record.upload)
 
     def _abort_orphan_multiparts(self, initiated_before: float) -> None:
         """Abort multipart uploads under clips/ that no state names: a crash between
@@ -284,15 +316,19 @@ class S3Store:
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
         state = self._state(upload)
         if state.offset != offset:
+            self.states.check_fence(upload, fence=fence)  # moved on under a newer lock: Fenced
             raise StoreError(f"{upload}: writer at {offset}, but {state.offset} are committed")
         return S3ChunkWriter(self, state, fence)
 
     def new_hash(self) -> RunningHash:
         return new_hash()
 
-    def running_hash(self, upload: str, offset: int) -> RunningHash:
+    def running_hash(self, upload: str, offset: int, *, fence: int | None = None) -> RunningHash:
+        """As `UploadStore.running_hash`; with the shared lock's `fence`, an offset another
+        holder has moved since is `Fenced` (409) rather than an error (500)."""
         state = self._state(upload)
         if state.offset != offset:
+            self.states.check_fence(upload, fence=fence)
             raise StoreError(f"{upload}: hash asked at {offset}, but {state.offset} are committed")
         if offset == 0:
             return new_hash()
@@ -388,16 +424,28 @@ class S3Store:
             )
             return
         self._check_no_stray_parts(state)
-        done = s3_call(
-            self.client.complete_multipart_upload,
-            Bucket=self.settings.bucket,
-            Key=state.key,
-            UploadId=state.multipart_id,
-            MultipartUpload={
-                "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in state.parts]
-            },
-            missing_ok=True,
-        )
+        try:
+            done = s3_call(
+                self.client.complete_multipart_upload,
+                Bucket=self.settings.bucket,
+                Key=state.key,
+                UploadId=state.multipart_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in state.parts]
+                },
+                missing_ok=True,
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and error_code(cause) == "InvalidPart"):
+                raise
+            # A committed part's ETag no longer matches RGW's part: never retried (it would
+            # fail forever, and recovery would stop at it), the upload is ended instead.
+            log.error("s3.committed_part_replaced", upload=record.upload, parts=len(state.parts))
+            self.delete_quietly(self.settings.work_bucket, self._completing_key(record.upload))
+            raise PartsReplaced(
+                f"{record.upload}: a committed part was replaced in S3; it cannot be completed"
+            ) from exc
         if done is None:
             log.info("s3.multipart_already_completed", upload=record.upload)
 
@@ -494,20 +542,24 @@ class S3Store:
 
     # -- ending unfinished uploads --
 
-    def terminate(self, upload: str) -> None:
-        state = self.states.load(self._checked(upload))
+    def terminate(self, upload: str, *, fence: int | None = None) -> None:
+        """Delete an unfinished upload. With the shared lock's `fence` (multi-node), a holder
+        whose lock was taken over is refused first (`Fenced`), as for a write."""
+        self.states.check_fence(self._checked(upload), fence=fence)
+        state = self.states.load(upload)
         if state is not None:
             self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
         self.states.delete(upload)
 
-    def expire(self, upload: str, dock: str | None) -> None:
+    def expire(self, upload: str, dock: str | None, *, fence: int | None = None) -> None:
+        self.states.check_fence(self._checked(upload), fence=fence)  # as for terminate
         self._put_json(
             self.settings.work_bucket,
             self._tombstone_key(upload),
             {"reason": "expired", "at": time.time(), "dock": dock},
         )
-        self.terminate(upload)
+        self.terminate(upload)  # the fence was checked above
 
     def _abort_quietly(self, upload: str, key: str, multipart_id: str) -> None:
         try:

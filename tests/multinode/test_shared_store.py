@@ -1,0 +1,98 @@
+"""The multi-node store on real RGW and PostgreSQL: what a node does without a request's lock.
+
+A node starting while another completes an upload must not finish that completion beside it (at
+start a `completing/` record is finished only under the upload's lock), and a node whose lock was
+taken over cannot end the upload (termination and expiry check the fence first)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import pytest
+from cluster import PART
+from dockd.receiver.shared.store import SharedS3Store, open_shared_store
+from dockd.receiver.storage.api import (
+    CompletedUpload,
+    CreationInfo,
+    Fenced,
+    new_upload_id,
+    rfc3339,
+)
+from dockd.receiver.storage.s3 import S3Store
+from support.ceph import CephCluster
+from support.postgres import PostgresServer
+from support.stores import rgw_settings
+
+pytestmark = pytest.mark.multinode
+
+
+@pytest.fixture
+def two_nodes(ceph: CephCluster, postgres: PostgresServer) -> Iterator[list[SharedS3Store]]:
+    ceph.ensure_rgw()
+    settings = rgw_settings(ceph.endpoint, part_size=PART)
+    base = S3Store(settings)
+    base.recover()
+    dsn = postgres.create_database("mn")
+    nodes = [
+        open_shared_store(S3Store(settings, client=base.client), dsn, node=name, lease_seconds=3)
+        for name in ("n1", "n2")
+    ]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_completion_in_progress_on_another_node_is_left_to_it_at_start(
+    two_nodes: list[SharedS3Store],
+) -> None:
+    completing, starting = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    completed_at = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(upload, len(data), "", {}, completed_at, None)
+    completing.create(info, time.time() + 3600)
+    whole = completing.new_hash()
+    whole.update(data)
+    writer = completing.open_writer(upload, 0)
+    writer.write(data, 0)
+    writer.commit(len(data), time.time() + 3600, whole)
+    writer.close()
+    record = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt", completed_at)
+    # n1 holds the lock and is between complete()'s step 2 (the completing record) and step 3.
+    held = completing.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    completing._put_json(
+        completing.settings.work_bucket, f"completing/{upload}.json", asdict(record)
+    )
+    starting.recover()
+    assert starting.load_completed(upload) is None  # left to n1
+    held.release()  # n1 dies or lets go: the next start finishes it
+    starting.recover()
+    assert starting.load_completed(upload) == record
+    with starting.open_completed(upload) as stored:
+        assert stored.read() == data
+
+
+def test_a_node_whose_lock_was_taken_over_cannot_terminate_or_expire_the_upload(
+    two_nodes: list[SharedS3Store],
+) -> None:
+    stale, current = two_nodes
+    upload = new_upload_id()
+    info = CreationInfo(upload, PART, "", {}, rfc3339(dt.datetime.now(dt.UTC)), None)
+    stale.create(info, time.time() + 3600)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    old_fence = old.fence
+    old.release()  # as if its lease ran out while it stalled
+    new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    with pytest.raises(Fenced):
+        stale.terminate(upload, fence=old_fence)
+    with pytest.raises(Fenced):
+        stale.expire(upload, None, fence=old_fence)
+    assert current.partial(upload) is not None
+    assert current.load_tombstone(upload) is None
+    current.terminate(upload, fence=new.fence)
+    assert current.partial(upload) is None
