@@ -57,6 +57,18 @@ WIPE_RECHECK_SECONDS = 60.0
 # I/O errors of a camera being pulled out (or failing): retried this many times, then quarantined.
 CAMERA_IO_ERRORS = (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN)
 CAMERA_IO_RETRIES = 5
+# Steps one task may take: the longest honest way (one loss included) is ten; more is a bug.
+MAX_STEPS = 12
+# How far along each working state is: a step that lands further back is the server losing an
+# upload (forget_partial, forget_upload), which sends the clip back to be read or sent again.
+_PROGRESS = {
+    State.DISCOVERED: 0,
+    State.STREAMING: 1,
+    State.HASHED: 2,
+    State.UPLOADING: 3,
+    State.UPLOADED: 4,
+    State.CONFIRMED: 5,
+}
 
 
 class Superseded(ClipReplaced):
@@ -65,6 +77,17 @@ class Superseded(ClipReplaced):
 
 class WipeDeferred(Exception):
     """The clip is confirmed, but removing it from the camera cannot be done safely now."""
+
+
+class UploadLostAgain(uploader.UploadError):
+    """The server lost the clip's upload again, right after it was made anew: a server that
+    expires or loses uploads at once. The clip waits the failure back-off instead of being read
+    and sent again in a loop."""
+
+
+def _went_back(before: State, after: State) -> bool:
+    """Whether a step sent the clip back to an earlier state (its upload was lost)."""
+    return after in _PROGRESS and before in _PROGRESS and _PROGRESS[after] < _PROGRESS[before]
 
 
 @dataclass
@@ -168,7 +191,9 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         if clip.state is State.FAILED:
             clip = journal.resume_failed(clip_id)
             metrics.clip_retries.labels(metrics.failure_causes.pop(clip_id, "other")).inc()
-        for _step in range(12):  # every step moves forward; the bound only guards against a bug
+        lost = 0  # steps that sent the clip back because the server lost its upload
+        for _step in range(MAX_STEPS):
+            before = clip.state
             if clip.state is State.DISCOVERED:
                 if await ctx.client.supports_concatenation():
                     clip = await _open_partial(ctx, clip)
@@ -193,7 +218,15 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
                 clip = await _wipe(ctx, clip, camera, stop)
             else:
                 return
-        bound.error("clip.no_progress", state=clip.state.value)
+            if _went_back(before, clip.state):
+                lost += 1
+                if lost > 1:  # the first loss is sent again at once (e.g. an expired partial)
+                    raise UploadLostAgain(
+                        f"the server lost this clip's upload again (back to {clip.state.value} "
+                        f"from {before.value}); tried again after the back-off"
+                    )
+        # A bug: the offloader parks the clip with this reason (never a silent hot loop).
+        raise RuntimeError(f"no progress after {MAX_STEPS} steps (state {clip.state.value})")
     except asyncio.CancelledError:
         stop.set()
         raise

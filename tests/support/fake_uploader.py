@@ -11,6 +11,9 @@ from the server's own offset) and can be told to misbehave in the ways the dock 
 - `sign_other_bytes()`: receipts name another SHA-256 than the bytes received;
 - `lose_response_after_commit()`: the next send stores every byte, then its answer is lost;
 - `lose_final_response()`: the next final upload (concatenation) is made, its answer lost;
+- `lose_uploads()`: every upload is gone when it is next used (a partial at its final's
+  creation, after all its bytes arrived; any other upload at its first PATCH), until
+  `lose_uploads(False)`: a server that keeps losing them;
 - `pause()` / `resume()`: sends wait between blocks; `block_delay`: a slow link (an unplug or a
   replace lands mid-upload).
 
@@ -85,6 +88,7 @@ class FakeUploader:
         self.concatenation = False
         self._finals: dict[str, str] = {}  # used partial -> the final made of it
         self._lose_final = False
+        self._lose_uploads = False
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -107,6 +111,9 @@ class FakeUploader:
         """The next final upload is made, but its answer is lost (as a kill -9 of the dock
         between the POST and the journal would lose it)."""
         self._lose_final = True
+
+    def lose_uploads(self, lose: bool = True) -> None:
+        self._lose_uploads = lose
 
     def pause(self) -> None:
         self._open.clear()
@@ -174,6 +181,8 @@ class FakeUploader:
         """As our receiver: the final takes over the finished partial's bytes and hash."""
         assert self.concatenation and len(partials) == 1
         self._gate("create_final")
+        if self._lose_uploads:
+            self.forget(partials[0])
         made = self._finals.get(partials[0])
         if made is not None and self.uploads[made].metadata == dict(metadata):
             return made  # the same request again (its answer lost): the same final
@@ -204,6 +213,8 @@ class FakeUploader:
         on_progress: Callable[[int], None] | None = None,
     ) -> UploadState:
         self._gate("send")
+        if self._lose_uploads and not self._upload(url).partial:
+            self.forget(url)
         upload = self._upload(url)
         if upload.length != length:  # as TusClient's send: the server expects other bytes
             raise UploadError(f"fake: server expects {upload.length} bytes, not {length}")
