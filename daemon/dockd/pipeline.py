@@ -238,7 +238,7 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
             journal.supersede(clip_id, reason)  # the new content is discovered as its own clip
             ctx.rescan_camera(clip.camera)
         else:
-            journal.quarantine(clip_id, reason)
+            await _quarantine(ctx, clip_id, reason)
     except NotConfirmed as exc:
         bound.warning("clip.not_confirmed", reason=str(exc))
         metrics.clips_failed.labels("no_receipt").inc()
@@ -292,10 +292,31 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         reason = f"unreadable on camera: {exc.strerror or exc}"
         bound.warning("clip.quarantined", reason=reason)
         metrics.clips_quarantined.labels("unreadable").inc()
-        journal.quarantine(clip_id, reason)
+        await _quarantine(ctx, clip_id, reason)
     finally:
         stop.set()
         ctx.progress.remove(clip_id)
+
+
+async def _quarantine(ctx: PipelineContext, clip_id: int, reason: str) -> None:
+    """Quarantine the clip; a partial upload it was streaming is ended on the server.
+
+    What the partial holds will never be finished as it was read (the camera's file is not the
+    one being streamed, or cannot be read), and an unfinished upload counts against the dock's
+    quota on the server until it expires (days): a camera whose clips all fail mid-stream would
+    otherwise stop every bay's offload. A release starts the clip again (the partial is gone).
+    """
+    clip = ctx.journal.quarantine(clip_id, reason)
+    if clip.partial_url is None or clip.resume_state is not State.STREAMING:
+        return
+    try:
+        await ctx.client.terminate(clip.partial_url)
+    except (uploader.UploadError, TimeoutError) as exc:  # it expires on the server instead
+        log.warning(
+            "clip.partial_not_ended", clip=clip_id, upload=clip.partial_url, reason=str(exc)
+        )
+    else:
+        log.info("clip.partial_ended", clip=clip_id, upload=clip.partial_url)
 
 
 async def _hash(

@@ -200,6 +200,11 @@ class FakeUploader:
             raise ServerUnavailable("fake: the final upload was made, but its answer was lost")
         return url
 
+    async def terminate(self, url: str) -> None:
+        """As tus termination: the upload is gone; one already gone counts as terminated."""
+        self._gate("terminate")
+        self.forget(url)
+
     async def status(self, url: str) -> UploadState:
         self._gate("status")
         upload = self._upload(url)
