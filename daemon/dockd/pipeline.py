@@ -455,6 +455,11 @@ async def _create_final(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     """The final upload of the clip's partial, with the full metadata (custody hash included):
     the server signs its receipt over the same bytes, so `_confirm` checks it as ever."""
     assert clip.partial_url is not None
+    if not await ctx.client.supports_concatenation():
+        # The server was replaced by one that makes no final uploads (the partial is of no use
+        # to it): read and send the clip again, in two passes.
+        log.warning("clip.partial_unusable", clip=clip.id, upload=clip.partial_url)
+        return ctx.journal.forget_partial(clip.id, "the server no longer offers concatenation")
     metadata = wire_metadata(clip, ctx.settings.dock.id)
     try:
         url = await ctx.client.create_final([clip.partial_url], metadata)

@@ -36,3 +36,23 @@ async def test_a_server_that_stops_offering_concatenation_gets_two_passes(
         assert running.status("CAM-2").safe_to_remove
     finally:
         await running.close()
+
+
+async def test_a_streamed_clip_whose_server_stopped_concatenating_is_sent_again_in_two_passes(
+    tmp_path, fake, keys, recipient
+):
+    """Streamed to a partial, then the server no longer makes finals: asking for one for ever
+    would keep the clip from the server; it is read and sent again in two passes."""
+    fake.concatenation = True
+    fake.pause()
+    running = await start_daemon(tmp_path, fake, keys, recipient, chunk_size=CHUNK)
+    try:
+        make_bay(tmp_path / "bays", "bay-1", "CAM-1", {"DCIM/A.MP4": 200_000})
+        await wait_for(lambda: fake.calls["send"] >= 1, what="the stream under way")
+        fake.concatenation = False  # the server was replaced meanwhile
+        fake.resume()
+        await wait_for(lambda: _states(tmp_path) == ["WIPED"], timeout=20, what="wiped")
+        [final] = fake.completed("clip")
+        assert not final.partial and final.metadata["sha256"]
+    finally:
+        await running.close()
