@@ -524,9 +524,18 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
         await ctx.client.send(clip.upload_url, length, open_stream, on_progress)
     except uploader.UploadGone as exc:
         log.warning("clip.upload_gone", clip=clip.id, upload=clip.upload_url, reason=str(exc))
-        return ctx.journal.forget_upload(clip.id, f"server lost the upload: {exc}")
+        return _forget_upload(ctx, clip, f"server lost the upload: {exc}")
     log.info("clip.uploaded", clip=clip.id, camera=clip.camera, bytes=length)
     return ctx.journal.mark_uploaded(clip.id)
+
+
+def _forget_upload(ctx: PipelineContext, clip: ClipRecord, why: str) -> ClipRecord:
+    """The server lost the clip's upload. Two passes: the same ciphertext goes to a new one. One
+    pass: the lost upload is the final, which used its partial up, so the clip starts again
+    (asking for a final of that partial would only find it gone too)."""
+    if clip.partial_url is not None:
+        return ctx.journal.forget_partial(clip.id, why)
+    return ctx.journal.forget_upload(clip.id, why)
 
 
 async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
@@ -535,7 +544,7 @@ async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     try:
         state = await ctx.client.status(clip.upload_url)
     except uploader.UploadGone as exc:
-        return ctx.journal.forget_upload(clip.id, f"server lost the finished upload: {exc}")
+        return _forget_upload(ctx, clip, f"server lost the finished upload: {exc}")
     record = confirm(ctx.settings.server.confirm, state, clip, ctx.server_key)
     confirmed = ctx.journal.mark_confirmed(clip.id, record)
     ctx.metrics.clips_confirmed.labels(record["policy"]).inc()

@@ -60,3 +60,41 @@ async def test_a_server_that_keeps_losing_uploads_parks_the_clip_with_a_reason(
         assert (tmp_path / "bays/bay-1" / CLIP).stat().st_size == SIZE
     finally:
         await running.close()
+
+
+async def test_a_final_upload_the_server_lost_starts_the_clip_again_at_once(
+    tmp_path, fake: FakeUploader, keys, recipient
+):
+    """The final was made of the partial, so losing the final loses both: one loss, sent again
+    at once (not a second loss found by asking for a final of the used-up partial)."""
+    fake.concatenation = True
+    status = fake.status
+    lost: list[str] = []
+
+    async def lose_the_first_final(url: str):
+        if not lost and fake.uploads[url].metadata.get("sha256"):
+            lost.append(url)
+            fake.forget(url)  # expired on the server before the dock asked for its receipt
+        return await status(url)
+
+    fake.status = lose_the_first_final  # type: ignore[method-assign]
+    running = await start_daemon(
+        tmp_path,
+        fake,
+        keys,
+        recipient,
+        chunk_size=CHUNK,
+        failure_backoff=60.0,
+        failure_backoff_max=120.0,
+    )
+    try:
+        make_bay(tmp_path / "bays", "bay-1", "CAM-1", {CLIP: SIZE})
+        await wait_for(
+            lambda: (rows := journal_rows(tmp_path / "state")) and rows[0]["state"] == "WIPED",
+            timeout=15,
+            what="wiped after the lost final, without the failure back-off",
+        )
+        assert lost
+        assert running.daemon.metrics.read_bytes._value.get() == 2 * SIZE
+    finally:
+        await running.close()

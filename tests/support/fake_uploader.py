@@ -188,7 +188,7 @@ class FakeUploader:
         if self._lose_uploads:
             self.forget(partials[0])
         made = self._finals.get(partials[0])
-        if made is not None and self.uploads[made].metadata == dict(metadata):
+        if made in self.uploads and self.uploads[made].metadata == dict(metadata):
             return made  # the same request again (its answer lost): the same final
         partial = self._upload(partials[0])
         if not partial.partial or partial.offset != partial.length:
