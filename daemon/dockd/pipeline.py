@@ -57,6 +57,18 @@ WIPE_RECHECK_SECONDS = 60.0
 # I/O errors of a camera being pulled out (or failing): retried this many times, then quarantined.
 CAMERA_IO_ERRORS = (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ESTALE, errno.ENOTCONN)
 CAMERA_IO_RETRIES = 5
+# Steps one task may take: the longest honest way (one loss included) is ten; more is a bug.
+MAX_STEPS = 12
+# How far along each working state is: a step that lands further back is the server losing an
+# upload (forget_partial, forget_upload), which sends the clip back to be read or sent again.
+_PROGRESS = {
+    State.DISCOVERED: 0,
+    State.STREAMING: 1,
+    State.HASHED: 2,
+    State.UPLOADING: 3,
+    State.UPLOADED: 4,
+    State.CONFIRMED: 5,
+}
 
 
 class Superseded(ClipReplaced):
@@ -65,6 +77,17 @@ class Superseded(ClipReplaced):
 
 class WipeDeferred(Exception):
     """The clip is confirmed, but removing it from the camera cannot be done safely now."""
+
+
+class UploadLostAgain(uploader.UploadError):
+    """The server lost the clip's upload again, right after it was made anew: a server that
+    expires or loses uploads at once. The clip waits the failure back-off instead of being read
+    and sent again in a loop."""
+
+
+def _went_back(before: State, after: State) -> bool:
+    """Whether a step sent the clip back to an earlier state (its upload was lost)."""
+    return after in _PROGRESS and before in _PROGRESS and _PROGRESS[after] < _PROGRESS[before]
 
 
 @dataclass
@@ -168,7 +191,9 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         if clip.state is State.FAILED:
             clip = journal.resume_failed(clip_id)
             metrics.clip_retries.labels(metrics.failure_causes.pop(clip_id, "other")).inc()
-        for _step in range(12):  # every step moves forward; the bound only guards against a bug
+        lost = 0  # steps that sent the clip back because the server lost its upload
+        for _step in range(MAX_STEPS):
+            before = clip.state
             if clip.state is State.DISCOVERED:
                 if await ctx.client.supports_concatenation():
                     clip = await _open_partial(ctx, clip)
@@ -193,7 +218,15 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
                 clip = await _wipe(ctx, clip, camera, stop)
             else:
                 return
-        bound.error("clip.no_progress", state=clip.state.value)
+            if _went_back(before, clip.state):
+                lost += 1
+                if lost > 1:  # the first loss is sent again at once (e.g. an expired partial)
+                    raise UploadLostAgain(
+                        f"the server lost this clip's upload again (back to {clip.state.value} "
+                        f"from {before.value}); tried again after the back-off"
+                    )
+        # A bug: the offloader parks the clip with this reason (never a silent hot loop).
+        raise RuntimeError(f"no progress after {MAX_STEPS} steps (state {clip.state.value})")
     except asyncio.CancelledError:
         stop.set()
         raise
@@ -205,7 +238,7 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
             journal.supersede(clip_id, reason)  # the new content is discovered as its own clip
             ctx.rescan_camera(clip.camera)
         else:
-            journal.quarantine(clip_id, reason)
+            await _quarantine(ctx, clip_id, reason)
     except NotConfirmed as exc:
         bound.warning("clip.not_confirmed", reason=str(exc))
         metrics.clips_failed.labels("no_receipt").inc()
@@ -259,10 +292,31 @@ async def _process(ctx: PipelineContext, clip_id: int, camera: DockedCamera) -> 
         reason = f"unreadable on camera: {exc.strerror or exc}"
         bound.warning("clip.quarantined", reason=reason)
         metrics.clips_quarantined.labels("unreadable").inc()
-        journal.quarantine(clip_id, reason)
+        await _quarantine(ctx, clip_id, reason)
     finally:
         stop.set()
         ctx.progress.remove(clip_id)
+
+
+async def _quarantine(ctx: PipelineContext, clip_id: int, reason: str) -> None:
+    """Quarantine the clip; a partial upload it was streaming is ended on the server.
+
+    What the partial holds will never be finished as it was read (the camera's file is not the
+    one being streamed, or cannot be read), and an unfinished upload counts against the dock's
+    quota on the server until it expires (days): a camera whose clips all fail mid-stream would
+    otherwise stop every bay's offload. A release starts the clip again (the partial is gone).
+    """
+    clip = ctx.journal.quarantine(clip_id, reason)
+    if clip.partial_url is None or clip.resume_state is not State.STREAMING:
+        return
+    try:
+        await ctx.client.terminate(clip.partial_url)
+    except (uploader.UploadError, TimeoutError) as exc:  # it expires on the server instead
+        log.warning(
+            "clip.partial_not_ended", clip=clip_id, upload=clip.partial_url, reason=str(exc)
+        )
+    else:
+        log.info("clip.partial_ended", clip=clip_id, upload=clip.partial_url)
 
 
 async def _hash(
@@ -401,6 +455,11 @@ async def _create_final(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     """The final upload of the clip's partial, with the full metadata (custody hash included):
     the server signs its receipt over the same bytes, so `_confirm` checks it as ever."""
     assert clip.partial_url is not None
+    if not await ctx.client.supports_concatenation():
+        # The server was replaced by one that makes no final uploads (the partial is of no use
+        # to it): read and send the clip again, in two passes.
+        log.warning("clip.partial_unusable", clip=clip.id, upload=clip.partial_url)
+        return ctx.journal.forget_partial(clip.id, "the server no longer offers concatenation")
     metadata = wire_metadata(clip, ctx.settings.dock.id)
     try:
         url = await ctx.client.create_final([clip.partial_url], metadata)
@@ -465,9 +524,18 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
         await ctx.client.send(clip.upload_url, length, open_stream, on_progress)
     except uploader.UploadGone as exc:
         log.warning("clip.upload_gone", clip=clip.id, upload=clip.upload_url, reason=str(exc))
-        return ctx.journal.forget_upload(clip.id, f"server lost the upload: {exc}")
+        return _forget_upload(ctx, clip, f"server lost the upload: {exc}")
     log.info("clip.uploaded", clip=clip.id, camera=clip.camera, bytes=length)
     return ctx.journal.mark_uploaded(clip.id)
+
+
+def _forget_upload(ctx: PipelineContext, clip: ClipRecord, why: str) -> ClipRecord:
+    """The server lost the clip's upload. Two passes: the same ciphertext goes to a new one. One
+    pass: the lost upload is the final, which used its partial up, so the clip starts again
+    (asking for a final of that partial would only find it gone too)."""
+    if clip.partial_url is not None:
+        return ctx.journal.forget_partial(clip.id, why)
+    return ctx.journal.forget_upload(clip.id, why)
 
 
 async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
@@ -476,7 +544,7 @@ async def _confirm(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     try:
         state = await ctx.client.status(clip.upload_url)
     except uploader.UploadGone as exc:
-        return ctx.journal.forget_upload(clip.id, f"server lost the finished upload: {exc}")
+        return _forget_upload(ctx, clip, f"server lost the finished upload: {exc}")
     record = confirm(ctx.settings.server.confirm, state, clip, ctx.server_key)
     confirmed = ctx.journal.mark_confirmed(clip.id, record)
     ctx.metrics.clips_confirmed.labels(record["policy"]).inc()

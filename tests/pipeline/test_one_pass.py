@@ -172,3 +172,26 @@ async def test_a_final_whose_answer_was_lost_is_found_again_not_made_twice(
         assert decrypt_sha256(obj["data_path"], keys.age_identity) == digests[CLIP]
     finally:
         await running.close()
+
+
+async def test_a_clip_quarantined_mid_stream_leaves_no_unfinished_upload_on_the_server(
+    tmp_path, fake, keys, recipient
+):
+    """A partial that will never be finished is ended on the server, not left to expire: it
+    counts against the dock's unfinished-upload quota there (100 by default, kept for 7 days),
+    so a camera whose clips change mid-stream could otherwise stop every bay's offload."""
+    fake.pause()
+    running = await _start(tmp_path, fake, keys, recipient)
+    try:
+        make_bay(tmp_path / "bays", "bay-1", "CAM-1", {CLIP: SIZE})
+        await wait_for(lambda: fake.calls["send"] >= 1, what="the stream under way")
+        [partial] = list(fake.uploads)
+        rewrite_in_place(tmp_path / "bays/bay-1" / CLIP, os.urandom(SIZE))
+        fake.resume()
+        await wait_for(lambda: _state(tmp_path) == "QUARANTINED", what="quarantine")
+        await wait_for(lambda: partial not in fake.uploads, timeout=10, what="partial ended")
+        assert fake.calls["terminate"] == 1
+        [row] = journal_rows(tmp_path / "state")
+        assert "changed on the camera" in row["reason"]
+    finally:
+        await running.close()

@@ -12,6 +12,8 @@ from aiohttp import web
 from dockd.crypto.keys import KeygenResult, load_signing_key
 from dockd.receiver.app import ReceiverSettings, create_app
 
+TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+
 
 @dataclass
 class CountingReceiver:
@@ -25,7 +27,8 @@ class CountingReceiver:
     patch_log: list[tuple[str, int, int]] = field(default_factory=list)  # (upload, offset, length)
     patch_delay: float = 0.0
     unavailable: bool = False
-    # False: OPTIONS no longer offers tus concatenation (a server of before it: two passes).
+    # False: OPTIONS no longer offers tus concatenation and a creation asking for it gets 400,
+    # as from `dockd serve` on a store without it (a server of before it: two passes).
     concatenation: bool = True
 
     async def stop(self) -> None:
@@ -44,6 +47,11 @@ async def start_counting_receiver(
         receiver = holder["r"]
         if receiver.unavailable:
             return web.Response(status=503, headers={"Retry-After": "0", "Tus-Resumable": "1.0.0"})
+        concat = request.method == "POST" and "Upload-Concat" in request.headers
+        if concat and not receiver.concatenation:
+            return web.Response(
+                status=400, text="concatenation is not supported", headers=TUS_HEADERS
+            )
         if request.method == "PATCH":
             receiver.patches += 1
             upload = request.path.rstrip("/").rsplit("/", 1)[-1]

@@ -11,6 +11,9 @@ from the server's own offset) and can be told to misbehave in the ways the dock 
 - `sign_other_bytes()`: receipts name another SHA-256 than the bytes received;
 - `lose_response_after_commit()`: the next send stores every byte, then its answer is lost;
 - `lose_final_response()`: the next final upload (concatenation) is made, its answer lost;
+- `lose_uploads()`: every upload is gone when it is next used (a partial at its final's
+  creation, after all its bytes arrived; any other upload at its first PATCH), until
+  `lose_uploads(False)`: a server that keeps losing them;
 - `pause()` / `resume()`: sends wait between blocks; `block_delay`: a slow link (an unplug or a
   replace lands mid-upload).
 
@@ -38,6 +41,7 @@ from dockd.transport.uploader import (
     UploadError,
     UploadGone,
     UploadRefused,
+    UploadRejected,
     UploadState,
 )
 
@@ -85,6 +89,7 @@ class FakeUploader:
         self.concatenation = False
         self._finals: dict[str, str] = {}  # used partial -> the final made of it
         self._lose_final = False
+        self._lose_uploads = False
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -107,6 +112,9 @@ class FakeUploader:
         """The next final upload is made, but its answer is lost (as a kill -9 of the dock
         between the POST and the journal would lose it)."""
         self._lose_final = True
+
+    def lose_uploads(self, lose: bool = True) -> None:
+        self._lose_uploads = lose
 
     def pause(self) -> None:
         self._open.clear()
@@ -163,7 +171,8 @@ class FakeUploader:
         return self.concatenation
 
     async def create_partial(self, length: int) -> str:
-        assert self.concatenation, "the dock asked for a partial upload the server does not offer"
+        if not self.concatenation:  # as `dockd serve` on a store without it: 400
+            raise UploadRejected("fake: concatenation is not supported")
         url = await self.create(length, {})
         self.uploads[url].partial = True
         return url
@@ -172,10 +181,14 @@ class FakeUploader:
         self, partials: Sequence[str], metadata: Mapping[str, str | bytes]
     ) -> str:
         """As our receiver: the final takes over the finished partial's bytes and hash."""
-        assert self.concatenation and len(partials) == 1
+        assert len(partials) == 1
+        if not self.concatenation:
+            raise UploadRejected("fake: concatenation is not supported")
         self._gate("create_final")
+        if self._lose_uploads:
+            self.forget(partials[0])
         made = self._finals.get(partials[0])
-        if made is not None and self.uploads[made].metadata == dict(metadata):
+        if made in self.uploads and self.uploads[made].metadata == dict(metadata):
             return made  # the same request again (its answer lost): the same final
         partial = self._upload(partials[0])
         if not partial.partial or partial.offset != partial.length:
@@ -191,6 +204,11 @@ class FakeUploader:
             raise ServerUnavailable("fake: the final upload was made, but its answer was lost")
         return url
 
+    async def terminate(self, url: str) -> None:
+        """As tus termination: the upload is gone; one already gone counts as terminated."""
+        self._gate("terminate")
+        self.forget(url)
+
     async def status(self, url: str) -> UploadState:
         self._gate("status")
         upload = self._upload(url)
@@ -204,6 +222,8 @@ class FakeUploader:
         on_progress: Callable[[int], None] | None = None,
     ) -> UploadState:
         self._gate("send")
+        if self._lose_uploads and not self._upload(url).partial:
+            self.forget(url)
         upload = self._upload(url)
         if upload.length != length:  # as TusClient's send: the server expects other bytes
             raise UploadError(f"fake: server expects {upload.length} bytes, not {length}")

@@ -122,3 +122,24 @@ async def test_a_final_upload_of_a_sent_partial_gets_the_receipt_for_its_bytes(s
         await seam.uploader.create_final([partial], {**METADATA, "evidence": "true"})
     with pytest.raises(UploadGone):
         await seam.uploader.create_final([seam.missing_url], METADATA)
+
+
+async def test_a_terminated_partial_is_gone_and_ending_it_again_is_not_an_error(
+    seam: Seam,
+) -> None:
+    """The dock ends the partial of a clip quarantined mid-stream (pipeline._quarantine)."""
+    if isinstance(seam.uploader, FakeUploader):
+        seam.uploader.concatenation = True
+    partial = await seam.uploader.create_partial(len(DATA))
+
+    async def cut_after_one_block(offset: int) -> None:
+        if offset >= BLOCK:
+            raise OSError(5, "camera unplugged")
+
+    with pytest.raises(OSError):
+        await seam.uploader.send(partial, len(DATA), Source(DATA, BLOCK, cut_after_one_block).open)
+    await seam.uploader.terminate(partial)
+    with pytest.raises(UploadGone):
+        await seam.uploader.status(partial)
+    await seam.uploader.terminate(partial)
+    await seam.uploader.terminate(seam.missing_url)

@@ -40,8 +40,11 @@ STEPS: dict[str, Step] = {
     # header/key are recorded before a byte is sent; the hashes when the last byte was read
     "open_partial": Step((State.DISCOVERED,), State.STREAMING),
     "streamed": Step((State.STREAMING,), State.HASHED),
-    # the server lost the partial upload (before or at the final's creation): read again
-    "forget_partial": Step((State.STREAMING, State.HASHED), State.DISCOVERED),
+    # the server lost the partial upload (before or at the final's creation), or the final
+    # made of it (which used the partial up): read again
+    "forget_partial": Step(
+        (State.STREAMING, State.HASHED, State.UPLOADING, State.UPLOADED), State.DISCOVERED
+    ),
     "create_upload": Step((State.HASHED, State.UPLOADING), State.UPLOADING),
     "forget_upload": Step((State.UPLOADING, State.UPLOADED), State.HASHED),
     "uploaded": Step((State.UPLOADING, State.UPLOADED), State.UPLOADED),

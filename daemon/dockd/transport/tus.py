@@ -252,7 +252,8 @@ class TusClient:
     async def create_partial(self, length: int) -> str:
         """POST a partial upload (`Upload-Concat: partial`) of `length` bytes."""
         await self._check_length(length)
-        return await self._post({"Upload-Length": str(length), "Upload-Concat": "partial"})
+        async with self._asking_for_concatenation():
+            return await self._post({"Upload-Length": str(length), "Upload-Concat": "partial"})
 
     async def create_final(
         self, partials: Sequence[str], metadata: Mapping[str, str | bytes]
@@ -268,7 +269,23 @@ class TusClient:
         encoded = encode_metadata(metadata)
         if encoded is not None:
             headers["Upload-Metadata"] = encoded
-        return await self._post(headers, gone_if_missing=True)
+        async with self._asking_for_concatenation():
+            return await self._post(headers, gone_if_missing=True)
+
+    @contextlib.asynccontextmanager
+    async def _asking_for_concatenation(self) -> AsyncIterator[None]:
+        """A concatenation request the server rejects (not a refusal of the dock) may mean the
+        server behind the URL no longer offers it (e.g. replaced by the multi-node deployment):
+        the cached OPTIONS answer is dropped, so the clip's next try asks again and can take
+        the two passes instead of being refused for as long as the dock runs."""
+        try:
+            yield
+        except ServerRefused:
+            raise
+        except ServerRejected:
+            async with self._capabilities_lock:
+                self._capabilities = None
+            raise
 
     async def _check_length(self, length: int) -> None:
         if length < 0:

@@ -115,3 +115,8 @@ class Uploader(Protocol):
         Raises UploadGone when a partial no longer exists on the server.
         """
         ...
+
+    async def terminate(self, url: str) -> None:
+        """End an unfinished upload on the server (one already gone counts as ended): a partial
+        that will never be finished must not hold the dock's unfinished-upload quota there."""
+        ...
