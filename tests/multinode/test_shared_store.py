@@ -96,3 +96,49 @@ def test_a_node_whose_lock_was_taken_over_cannot_terminate_or_expire_the_upload(
     assert current.load_tombstone(upload) is None
     current.terminate(upload, fence=new.fence)
     assert current.partial(upload) is None
+
+
+@pytest.mark.parametrize("ending", ["terminate", "expire"])
+def test_a_node_that_stalls_after_its_fence_check_cannot_end_what_the_next_holder_acknowledged(
+    two_nodes: list[SharedS3Store], monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The check-then-act window: the stale node passes its fence check, stalls, and meanwhile
+    the lease runs out and the other node commits (and acknowledges) a chunk. When the stale
+    node goes on, the upload, its committed part and its state must all still be there."""
+    stale, current = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    stale.create(CreationInfo(upload, len(data), "", {}, created, None), time.time() + 3600)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    old_fence = old.fence
+    whole = current.new_hash()
+    whole.update(data)
+    taken_over: list[int] = []
+    real_load = stale.states.load
+
+    def load_then_stall(upload_id: str) -> object:
+        loaded = real_load(upload_id)
+        if not taken_over:  # while stalled: the lease runs out, the other node commits
+            old.release()
+            new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+            taken_over.append(new.fence)
+            writer = current.open_writer(upload, 0, fence=new.fence)
+            writer.write(data, 0)
+            writer.commit(len(data), time.time() + 3600, whole)  # the 204 the dock relies on
+            writer.close()
+        return loaded
+
+    monkeypatch.setattr(stale.states, "load", load_then_stall)
+    with pytest.raises(Fenced):
+        if ending == "terminate":
+            stale.terminate(upload, fence=old_fence)
+        else:
+            stale.expire(upload, None, fence=old_fence)
+    assert taken_over, "the stale node never read the state"
+    partial = current.partial(upload)
+    assert partial is not None and partial.offset == len(data)
+    assert current.load_tombstone(upload) is None
+    record = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt", created)
+    current.complete(record, fence=taken_over[0])
+    with current.open_completed(upload) as stored:
+        assert stored.read() == data

@@ -215,3 +215,25 @@ def _wait_for_a_lock_wait(dsn: str, timeout: float = 10.0) -> None:
                 return
             time.sleep(0.02)
     raise AssertionError("the acquisition never waited for the lease row")
+
+
+def test_delete_with_an_old_fence_is_refused_and_keeps_the_state(
+    backend: PgStateBackend[S3UploadState], locker: PgLocker
+) -> None:
+    """Termination and expiry delete under their fence, in the same statement as the test: a
+    holder whose lock was taken over deletes nothing the new holder committed."""
+    state = new_state()
+    backend.create(state)
+    upload = state.info.upload
+    old = locker.acquire(upload, timeout=5, release_requested=_nothing)
+    old.release()
+    new = locker.acquire(upload, timeout=5, release_requested=_nothing)
+    committed = advanced(state, 5 << 20, b"new")
+    backend.save(committed, fence=new.fence)
+    with pytest.raises(Fenced):
+        backend.delete(upload, fence=old.fence)
+    assert backend.load(upload) == committed
+    backend.delete(upload, fence=new.fence)
+    assert backend.load(upload) is None
+    with pytest.raises(NotFound):
+        backend.delete(upload, fence=new.fence)  # already gone: said, not silently done

@@ -46,6 +46,7 @@ from dockd.receiver.storage.api import (
     ChunkWriter,
     CompletedUpload,
     CreationInfo,
+    Fenced,
     NotFound,
     PartialState,
     RunningHash,
@@ -544,22 +545,37 @@ class S3Store:
 
     def terminate(self, upload: str, *, fence: int | None = None) -> None:
         """Delete an unfinished upload. With the shared lock's `fence` (multi-node), a holder
-        whose lock was taken over is refused first (`Fenced`), as for a write."""
-        self.states.check_fence(self._checked(upload), fence=fence)
-        state = self.states.load(upload)
-        if state is not None:
-            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
+        whose lock was taken over ends nothing (`Fenced`): the state goes first, in one fenced
+        step, and only then the bytes it named. Checking the fence first and deleting after
+        would let a holder that stalls in between abort what the next holder committed and
+        acknowledged meanwhile."""
+        state = self.states.load(self._checked(upload))
+        if state is None:
+            self.states.check_fence(upload, fence=fence)
+        else:
+            try:
+                self.states.delete(upload, fence=fence)
+            except NotFound:
+                pass  # ended meanwhile (completed or removed): its bytes are not ours to abort
+            else:
+                self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
-        self.states.delete(upload)
 
     def expire(self, upload: str, dock: str | None, *, fence: int | None = None) -> None:
-        self.states.check_fence(self._checked(upload), fence=fence)  # as for terminate
+        """Delete an unfinished upload as `terminate` does, leaving a tombstone (410). The
+        tombstone goes first, so a crash after the state is gone still answers 410; if the
+        termination is refused (`Fenced`), the tombstone is taken back."""
+        tombstone = self._tombstone_key(upload)
         self._put_json(
             self.settings.work_bucket,
-            self._tombstone_key(upload),
+            tombstone,
             {"reason": "expired", "at": time.time(), "dock": dock},
         )
-        self.terminate(upload)  # the fence was checked above
+        try:
+            self.terminate(upload, fence=fence)
+        except Fenced:
+            self.delete_quietly(self.settings.work_bucket, tombstone)
+            raise
 
     def _abort_quietly(self, upload: str, key: str, multipart_id: str) -> None:
         try:

@@ -21,7 +21,8 @@ Part numbering and fencing (what the PostgreSQL backend relies on):
 * tail keys are unique per write (`tail/<upload>/<uuid>`): a late tail PUT lands under a key no
   saved state names;
 * `check_fence` runs before every part upload and `save` refuses (`Fenced`) a fence older than
-  the upload's current lock, so a holder that knows it lost the lock stops early;
+  the upload's current lock, so a holder that knows it lost the lock stops early; `delete` with
+  a fence (termination, expiry) refuses the same way, in the same step as the delete;
 * only the parts and the tail named in the saved state count; orphans (replaced tails) are
   deleted at commit, completion, termination and expiry, best effort.
 
@@ -121,7 +122,11 @@ class UploadStateBackend(Protocol):
         """Raise `Fenced` if `fence` is older than the upload's lock (before each UploadPart)."""
         ...
 
-    def delete(self, upload: str) -> None: ...
+    def delete(self, upload: str, *, fence: int | None = None) -> None:
+        """Forget the upload's state; with `fence`, only if it is still the lock's token, tested
+        in the same step as the delete (`Fenced` otherwise, nothing deleted)."""
+        ...
+
     def all(self) -> Iterator[S3UploadState]: ...
 
 
@@ -181,7 +186,8 @@ class WorkBucketState:
     def check_fence(self, upload: str, *, fence: int | None) -> None:
         return None  # one process: no other holder (see the class docstring)
 
-    def delete(self, upload: str) -> None:
+    def delete(self, upload: str, *, fence: int | None = None) -> None:
+        # `fence` ignored: one process, no other holder (see the class docstring).
         s3_required(self._client.delete_object, Bucket=self._bucket, Key=state_key(upload))
         with self._lock:
             self._cache.pop(upload, None)
