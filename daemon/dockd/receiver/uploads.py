@@ -104,9 +104,17 @@ class UploadCoordinator:
         self._chunks = ChunkStorer(
             store,
             idle_timeout=idle_timeout,
-            expire_after=expire_after,
+            expiry_of=self.expiry_of,
             stopping=lambda: self.stopping,
         )
+
+    def expiry_of(self, info: CreationInfo) -> float:
+        """When the upload expires if nothing more is committed: `expire_after` from now, but
+        never past the store's deadline for it (the S3 store's lifecycle rule aborts unfinished
+        multipart uploads a fixed time after creation, however active)."""
+        expires = time.time() + self._expire_after
+        deadline = self.store.unfinished_deadline(info)
+        return expires if deadline is None else min(expires, deadline)
 
     # -- lookup --
 
@@ -275,7 +283,7 @@ class UploadCoordinator:
         # or creations racing this one would not see each other's reservations.
         free = await run_blocking(self.store.free_bytes)
         reserved = await self._reservations(info.dock)
-        expires = time.time() + self._expire_after
+        expires = self.expiry_of(info)
         check_creation(
             self._quotas, dock=info.dock, length=info.length, unfinished=reserved, free=free
         )

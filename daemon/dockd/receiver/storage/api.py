@@ -240,6 +240,13 @@ class UploadStore(Protocol):
         """Durably create an empty upload (raises StoreFull / StoreUnavailable)."""
         ...
 
+    def unfinished_deadline(self, info: CreationInfo) -> float | None:
+        """The latest time (epoch seconds) the upload may still be unfinished, whatever its
+        activity, or None for no limit. The S3 store: before the bucket's lifecycle rule aborts
+        its multipart upload, which counts from creation, not from the last write. The
+        coordinator never lets an upload's expiry go past it."""
+        ...
+
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
         """A writer appending at the committed `offset`. With a `Locker`, `fence` is the lock's
         token and every commit checks it (raising `Fenced` when a newer holder exists)."""

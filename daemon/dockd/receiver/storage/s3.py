@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 import structlog
 from botocore.exceptions import ClientError
 
+from dockd.canonical import parse_rfc3339
 from dockd.receiver.shared.capability import PartsReplaced
 from dockd.receiver.storage.api import (
     ChunkWriter,
@@ -74,6 +75,10 @@ _PART_BUDGET = 9_000
 # A multipart upload no state names is aborted at start once it is this old (seconds): a younger
 # one may be another node's creation between CreateMultipartUpload and its state write.
 ORPHAN_MULTIPART_AGE = 3600.0
+# An unfinished upload expires this long before the lifecycle rule may abort it (seconds; a
+# quarter of the rule's delay if that is shorter, as on a test cluster's 10-second "days"):
+# room for clock skew between the nodes and RGW and for the sweep's interval.
+_DEADLINE_MARGIN = 6 * 3600.0
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -286,6 +291,17 @@ class S3Store:
         bucket = self.settings.work_bucket
         if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
             s3_required(self.client.create_bucket, Bucket=bucket)
+
+    def unfinished_deadline(self, info: CreationInfo) -> float | None:
+        """`_DEADLINE_MARGIN` before the bucket's rule may abort the upload's multipart upload
+        (RGW counts whole days from its initiation, which comes after `info.created`): from
+        then on committed parts could vanish under a live upload, so it expires (410, the dock
+        sends the clip again) before that, however active it is."""
+        after = self.retention.abort_unfinished_after()
+        if after is None:
+            return None
+        margin = min(_DEADLINE_MARGIN, after / 4)
+        return parse_rfc3339(info.created).timestamp() + after - margin
 
     def create(self, info: CreationInfo, expires: float) -> None:
         key = self.clip_key(info.upload)
