@@ -7,9 +7,12 @@ Parts are 5 MiB here (the S3 minimum) so that a few MiB exercise parts, tails an
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +22,20 @@ from typing import Any
 import aiohttp
 import pytest
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dockd.crypto import receipt
 from dockd.crypto.keys import keygen
-from dockd.receiver.storage.api import CompletedUpload, CreationInfo, new_upload_id
+from dockd.receiver.storage.api import (
+    CompletedUpload,
+    CreationInfo,
+    StoreUnavailable,
+    new_upload_id,
+    rfc3339,
+)
 from dockd.receiver.storage.s3 import S3Store
 from dockd.receiver.storage.s3_config import S3Settings, make_client
 from dockd.receiver.storage.s3_retention_api import NoRetention
+from dockd.receiver.uploads import UploadCoordinator
 from support.ceph import CephCluster
 from support.dock import (
     DaemonProcess,
@@ -514,3 +525,46 @@ def test_a_multipart_upload_whose_state_never_got_written_is_aborted_at_start(
     assert open_multiparts() == [f"clips/{info.upload}"]  # young: maybe another node's
     assert S3Store(rgw.settings, client=rgw.client, orphan_age=0).recover() == []
     assert open_multiparts() == []
+
+
+async def test_a_completion_retried_after_its_cleanup_failed_hands_out_the_stored_receipt(
+    rgw: RgwTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidecar was stored, then deleting the upload's state failed (RGW 503): the
+    completion is retried at the next HEAD, which signs a new receipt (a new `completed`
+    second). The receipt handed to the dock must be the one stored, never a second one that
+    exists nowhere on the server."""
+    store = rgw.store()
+    coordinator = UploadCoordinator(
+        store, Ed25519PrivateKey.generate(), expire_after=3600, idle_timeout=30
+    )
+    data = os.urandom(MiB)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(new_upload_id(), len(data), "", {}, created, None)
+    upload = await coordinator.create(info)
+    whole = await coordinator.running_hash(upload)
+    writer = store.open_writer(upload.id, 0)
+    writer.write(data, 0)
+    whole.update(data)
+    writer.commit(len(data), time.time() + 3600, whole)
+    writer.close()
+    upload.offset, upload.hasher = len(data), whole
+
+    real_delete = store.states.delete
+    failures = [StoreUnavailable("RGW answered 503", retry_after=5)]
+
+    def delete_failing_once(upload_id: str, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real_delete(upload_id, **kwargs)
+
+    monkeypatch.setattr(store.states, "delete", delete_failing_once)
+    assert await coordinator.finish_pending_completion(upload) is None  # HEAD: retry later
+    first = store.load_completed(upload.id)
+    assert first is not None  # the sidecar went in before the cleanup failed
+    second = int(time.time())
+    while int(time.time()) == second:  # the retry signs in a later second
+        await asyncio.sleep(0.05)
+    handed_out = await coordinator.finish_pending_completion(upload)
+    assert handed_out == store.load_completed(upload.id) == first
+    assert store.partial(upload.id) is None

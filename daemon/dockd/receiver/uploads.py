@@ -56,6 +56,7 @@ from dockd.receiver.storage.api import (
     UploadStore,
     concatenated_into,
     rfc3339,
+    same_bytes,
 )
 from dockd.receiver.threads import run_blocking, wait_through_cancellation
 from dockd.receiver.upload_state import SUPERSEDE_GRACE, ChunkResult, Upload, refusal_at
@@ -477,6 +478,7 @@ class UploadCoordinator:
         info = upload.info
         record = self._sign(info, upload.length, digest)
         await run_blocking(functools.partial(self.store.complete, record, fence=fence))
+        record = await self._as_stored(record)
         upload.completed = record
         self._uploads.pop(upload.id, None)
         log.info(
@@ -486,6 +488,15 @@ class UploadCoordinator:
             sha256=digest,
             dock=info.dock,
         )
+
+    async def _as_stored(self, record: CompletedUpload) -> CompletedUpload:
+        """The completed record the store holds for `record`'s upload: the receipt handed out
+        is always the stored one. An earlier attempt's record (signed in another second) wins
+        when a retried completion found it stored already (its clean-up had failed)."""
+        stored = await run_blocking(self.store.load_completed, record.upload)
+        if stored is None or not same_bytes(stored, record):
+            raise StoreError(f"{record.upload}: completed, but the store holds no record of it")
+        return stored
 
     def _sign(self, info: CreationInfo, length: int, digest: str) -> CompletedUpload:
         """The completed record of `info` holding `length` bytes of SHA-256 `digest`, with the

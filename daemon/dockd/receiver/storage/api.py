@@ -155,6 +155,12 @@ class CompletedUpload:
         )
 
 
+def same_bytes(one: CompletedUpload, other: CompletedUpload) -> bool:
+    """Whether two completed records (two signings of one completion) describe the same stored
+    bytes of the same upload: their receipts may differ only in when they were signed."""
+    return (one.upload, one.length, one.sha256) == (other.upload, other.length, other.sha256)
+
+
 @dataclass(frozen=True)
 class Tombstone:
     """An upload that expired unfinished, or a partial upload used by a final one: it answers
@@ -264,7 +270,9 @@ class UploadStore(Protocol):
 
     def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         """Atomically turn the unfinished upload into a completed one with this sidecar; the
-        stored object is exactly `record.length` bytes. Idempotent for the same record.
+        stored object is exactly `record.length` bytes. Idempotent for the same record; if an
+        earlier attempt already stored a record for the same bytes, that one stays (the caller
+        hands out `load_completed`'s, never one the store does not hold).
         `fence` as for `open_writer`: a stale holder cannot complete."""
         ...
 

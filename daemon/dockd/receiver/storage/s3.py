@@ -54,6 +54,7 @@ from dockd.receiver.storage.api import (
     StoreError,
     Tombstone,
     is_upload_id,
+    same_bytes,
 )
 from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
 from dockd.receiver.storage.s3_errors import error_code, list_objects, s3_call, s3_required
@@ -355,8 +356,14 @@ class S3Store:
 
     def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         upload = self._checked(record.upload)
-        if self.load_completed(upload) == record:
+        stored = self.load_completed(upload)
+        if stored is not None and same_bytes(stored, record):
+            # An earlier attempt stored its record (its clean-up failed, or it ran on another
+            # node): that one stands, the caller hands it out; only the clean-up is finished.
+            self._finish_completion(stored, fence=fence)
             return
+        if stored is not None:
+            raise StoreError(f"{upload}: completed already, with other bytes than the record's")
         state = self._state(upload)
         if state.offset != record.length:
             raise StoreError(
