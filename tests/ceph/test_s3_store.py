@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import io
 import os
 import time
 import uuid
@@ -28,6 +29,7 @@ from dockd.crypto.keys import keygen
 from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
+    StoreError,
     StoreUnavailable,
     new_upload_id,
     rfc3339,
@@ -568,3 +570,43 @@ async def test_a_completion_retried_after_its_cleanup_failed_hands_out_the_store
     handed_out = await coordinator.finish_pending_completion(upload)
     assert handed_out == store.load_completed(upload.id) == first
     assert store.partial(upload.id) is None
+
+
+def test_a_state_corrupted_on_its_way_to_rgw_is_refused_not_acknowledged(
+    rgw: RgwTarget,
+) -> None:
+    """The state object decides which bytes count, so it is checked in transit like every part
+    and tail (Content-MD5, which RGW verifies): a commit whose state arrived altered fails
+    (nothing acknowledged), instead of succeeding and leaving a state a restart cannot read."""
+    store = rgw.store()
+    data = os.urandom(MiB)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(new_upload_id(), 2 * len(data), "", {}, created, None)
+    store.create(info, time.time() + 3600)
+    whole = store.running_hash(info.upload, 0)
+
+    def corrupt_state_puts(params: dict[str, Any], **_: Any) -> None:
+        if "/state/" in params["url_path"]:
+            body = bytearray(params["body"].getvalue())  # botocore wraps it in a BytesIO
+            body[0] ^= 0x20  # one bit flipped on the wire, after the caller's checksum
+            params["body"] = io.BytesIO(bytes(body))
+
+    rgw.client.meta.events.register(
+        "before-call.s3.PutObject", corrupt_state_puts, unique_id="corrupt-state"
+    )
+    committed = True
+    try:
+        writer = store.open_writer(info.upload, 0)
+        writer.write(data, 0)
+        whole.update(data)
+        try:
+            writer.commit(len(data), time.time() + 3600, whole)
+        except StoreError:
+            committed = False
+        writer.close()
+    finally:
+        rgw.client.meta.events.unregister("before-call.s3.PutObject", unique_id="corrupt-state")
+    restarted = rgw.store()  # a fresh state cache, as after a restart
+    partial = restarted.partial(info.upload)
+    assert partial is not None
+    assert partial.offset == (len(data) if committed else 0)

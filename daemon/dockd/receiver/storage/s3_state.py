@@ -26,7 +26,8 @@ Part numbering and fencing (what the PostgreSQL backend relies on):
 * only the parts and the tail named in the saved state count; orphans (replaced tails) are
   deleted at commit, completion, termination and expiry, best effort.
 
-`WorkBucketState` keeps each state as `state/<upload>.json` in the work bucket. It ignores
+`WorkBucketState` keeps each state as `state/<upload>.json` in the work bucket, sent with
+Content-MD5 like every part and tail (RGW refuses a body altered on the way: BadDigest). It ignores
 `fence`: one process owns a work bucket, and `run_blocking` waits for every store call's thread,
 so no stale writer of this process can still be running when the next holder writes.
 """
@@ -34,6 +35,7 @@ so no stale writer of this process can still be running when the next holder wri
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -152,11 +154,13 @@ class WorkBucketState:
 
     def _put(self, state: S3UploadState) -> None:
         body = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.md5(body, usedforsecurity=False).digest()  # transport check, as parts
         s3_required(
             self._client.put_object,
             Bucket=self._bucket,
             Key=state_key(state.info.upload),
             Body=body,
+            ContentMD5=base64.b64encode(digest).decode("ascii"),
             ContentType="application/json",
         )
         with self._lock:
@@ -175,7 +179,13 @@ class WorkBucketState:
         )
         if body is None:
             return None
-        state = S3UploadState.from_json(json.loads(s3_required(body["Body"].read)))
+        raw = s3_required(body["Body"].read)
+        try:
+            state = S3UploadState.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{upload}: its state in the work bucket is unreadable: {exc}"
+            ) from exc
         with self._lock:
             self._cache[upload] = state
         return state
