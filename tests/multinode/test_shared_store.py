@@ -19,6 +19,7 @@ from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     Fenced,
+    StoreError,
     new_upload_id,
     rfc3339,
 )
@@ -142,3 +143,37 @@ def test_a_node_that_stalls_after_its_fence_check_cannot_end_what_the_next_holde
     current.complete(record, fence=taken_over[0])
     with current.open_completed(upload) as stored:
         assert stored.read() == data
+
+
+def test_a_node_that_stalls_mid_completion_does_not_replace_the_next_holders_receipt(
+    two_nodes: list[SharedS3Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stale node saw no sidecar yet, stalled, and meanwhile the other node completed the
+    upload and handed its receipt out. The stale node's sidecar must not replace it."""
+    stale, current = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    stale.create(CreationInfo(upload, len(data), "", {}, created, None), time.time() + 3600)
+    whole = stale.new_hash()
+    whole.update(data)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    writer = stale.open_writer(upload, 0, fence=old.fence)
+    writer.write(data, 0)
+    writer.commit(len(data), time.time() + 3600, whole)
+    writer.close()
+    late = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt-late", created)
+    handed_out = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt-next", created)
+    real_confirm = stale._confirm_length
+
+    def confirm_then_stall(record: CompletedUpload) -> str | None:
+        version = real_confirm(record)
+        old.release()  # the lease runs out while the stale node is stopped
+        new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+        current.complete(handed_out, fence=new.fence)
+        new.release()
+        return version
+
+    monkeypatch.setattr(stale, "_confirm_length", confirm_then_stall)
+    with pytest.raises(StoreError):  # Fenced, or NotFound once the state is gone
+        stale.complete(late, fence=old.fence)
+    assert current.load_completed(upload) == handed_out

@@ -421,6 +421,9 @@ class S3Store:
                 self._complete_multipart(state, record)
             version = self._confirm_length(record)
             self.retention.after_complete(self.client, bucket, key, version, record.metadata)
+            # RGW 16.2 ignores If-None-Match on PUT, so a stalled holder's sidecar would replace
+            # the one the next holder stored and handed out: still ours (else Fenced/NotFound)?
+            self.states.check_fence(upload, fence=fence)
             sidecar = self._put_json(
                 bucket,
                 sidecar_key,
