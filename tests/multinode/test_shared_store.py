@@ -19,6 +19,7 @@ from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     Fenced,
+    NotFound,
     StoreError,
     new_upload_id,
     rfc3339,
@@ -177,3 +178,45 @@ def test_a_node_that_stalls_mid_completion_does_not_replace_the_next_holders_rec
     with pytest.raises(StoreError):  # Fenced, or NotFound once the state is gone
         stale.complete(late, fence=old.fence)
     assert current.load_completed(upload) == handed_out
+
+
+@pytest.mark.parametrize("ending", ["terminate", "expire"])
+def test_ending_an_upload_another_node_completed_meanwhile_says_not_found(
+    two_nodes: list[SharedS3Store], monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The stale node read the state, stalled, and the other node completed the upload: the
+    termination must not report success (a 204 for an upload that is in fact complete), and an
+    expiry must leave no tombstone beside the completed upload."""
+    stale, current = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    stale.create(CreationInfo(upload, len(data), "", {}, created, None), time.time() + 3600)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    whole = current.new_hash()
+    whole.update(data)
+    record = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt", created)
+    real_load = stale.states.load
+
+    def load_then_stall(upload_id: str) -> object:
+        loaded = real_load(upload_id)
+        if current.load_completed(upload) is None:  # while stalled: completed elsewhere
+            old.release()
+            new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+            writer = current.open_writer(upload, 0, fence=new.fence)
+            writer.write(data, 0)
+            writer.commit(len(data), time.time() + 3600, whole)
+            writer.close()
+            current.complete(record, fence=new.fence)
+            new.release()
+        return loaded
+
+    monkeypatch.setattr(stale.states, "load", load_then_stall)
+    with pytest.raises(NotFound):
+        if ending == "terminate":
+            stale.terminate(upload, fence=old.fence)
+        else:
+            stale.expire(upload, None, fence=old.fence)
+    assert current.load_completed(upload) == record
+    assert current.load_tombstone(upload) is None
+    with current.open_completed(upload) as stored:
+        assert stored.read() == data

@@ -47,6 +47,7 @@ from dockd.receiver.storage.api import (
     Concater,
     CreationInfo,
     Fenced,
+    NotFound,
     PartialState,
     RunningHash,
     StoreError,
@@ -698,6 +699,9 @@ class UploadCoordinator:
             except Fenced:
                 log.warning("upload.expiry_fenced", upload=upload.id)
                 return  # taken over by another node: not this one's to end
+            except NotFound:
+                log.info("upload.expiry_found_it_ended", upload=upload.id)
+                return  # completed or removed on another node meanwhile: the next find says
             except StoreError as exc:
                 log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
             upload.gone = "expired"

@@ -579,18 +579,16 @@ class S3Store:
         if state is None:
             self.states.check_fence(upload, fence=fence)
         else:
-            try:
-                self.states.delete(upload, fence=fence)
-            except NotFound:
-                pass  # ended meanwhile (completed or removed): its bytes are not ours to abort
-            else:
-                self._abort_quietly(state.info.upload, state.key, state.multipart_id)
+            # NotFound here: ended meanwhile on another node (completed, removed); not ours.
+            self.states.delete(upload, fence=fence)
+            self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
 
     def expire(self, upload: str, dock: str | None, *, fence: int | None = None) -> None:
         """Delete an unfinished upload as `terminate` does, leaving a tombstone (410). The
         tombstone goes first, so a crash after the state is gone still answers 410; if the
-        termination is refused (`Fenced`), the tombstone is taken back."""
+        termination is refused (`Fenced`, or `NotFound`: ended elsewhere meanwhile), the
+        tombstone is taken back."""
         tombstone = self._tombstone_key(upload)
         self._put_json(
             self.settings.work_bucket,
@@ -599,7 +597,7 @@ class S3Store:
         )
         try:
             self.terminate(upload, fence=fence)
-        except Fenced:
+        except (Fenced, NotFound):
             self.delete_quietly(self.settings.work_bucket, tombstone)
             raise
 
