@@ -90,7 +90,7 @@ class CreationInfo:
     upload: str
     length: int
     metadata_header: str  # Upload-Metadata exactly as sent ("" if none), echoed on HEAD
-    metadata: dict[str, str | None]  # decoded values (None: not UTF-8 text)
+    metadata: dict[str, str | None]  # decoded values (None: not UTF-8 text, or holds NUL)
     created: str  # RFC 3339 UTC
     dock: str | None  # owner when token auth is on
     # tus concatenation: "partial" for a partial upload (never completed on its own, no
