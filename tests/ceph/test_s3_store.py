@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     new_upload_id,
     rfc3339,
@@ -610,3 +612,38 @@ def test_a_state_corrupted_on_its_way_to_rgw_is_refused_not_acknowledged(
     partial = restarted.partial(info.upload)
     assert partial is not None
     assert partial.offset == (len(data) if committed else 0)
+
+
+@pytest.mark.root
+def test_a_full_spool_directory_is_store_full_and_nothing_counts(
+    rgw: RgwTarget, tmp_path: Path
+) -> None:
+    """The S3 store spools each request's bytes to a local directory before they become a part
+    or a tail. That disk filling up is a full store (507: the dock tries again later), as for
+    the file store, not an unexplained 500; and none of the chunk counts."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs as the spool directory")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(spool)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        store = S3Store(rgw.settings, client=rgw.client, spool_dir=str(spool))
+        created = rfc3339(dt.datetime.now(dt.UTC))
+        info = CreationInfo(new_upload_id(), MiB, "", {}, created, None)
+        store.create(info, time.time() + 3600)
+        writer = store.open_writer(info.upload, 0)
+        with pytest.raises(StoreFull):
+            writer.write(os.urandom(MiB), 0)  # past the spool's 256 KiB, below a part
+            writer.commit(MiB, time.time() + 3600, store.running_hash(info.upload, 0))
+        writer.discard()
+        writer.close()
+        partial = store.partial(info.upload)
+        assert partial is not None and partial.offset == 0
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
