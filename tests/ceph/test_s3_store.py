@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dockd.crypto import receipt
 from dockd.crypto.keys import keygen
@@ -647,3 +647,34 @@ def test_a_full_spool_directory_is_store_full_and_nothing_counts(
         assert partial is not None and partial.offset == 0
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_a_creation_whose_state_write_answered_late_leaves_no_ghost_upload(
+    rgw: RgwTarget,
+) -> None:
+    """RGW stored the new upload's state but the answer never came (a read timeout): the POST
+    fails (503) and the dock creates another upload. The failed one must not stay behind as an
+    unfinished upload naming an aborted multipart upload (counted against the dock's quota,
+    resumable by nobody, listed at every start)."""
+    store = rgw.store()
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(new_upload_id(), MiB, "", {}, created, None)
+
+    def answer_lost(http_response: Any, parsed: Any, model: Any, **kwargs: Any) -> None:
+        if "/state/" in kwargs["context"].get("dockd_url_path", ""):
+            raise ReadTimeoutError(endpoint_url="state PUT answered too late")
+
+    def note_path(params: dict[str, Any], **_: Any) -> None:
+        params["context"]["dockd_url_path"] = params["url_path"]
+
+    rgw.client.meta.events.register("before-call.s3.PutObject", note_path, unique_id="note")
+    rgw.client.meta.events.register("after-call.s3.PutObject", answer_lost, unique_id="lost")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.create(info, time.time() + 3600)
+    finally:
+        rgw.client.meta.events.unregister("after-call.s3.PutObject", unique_id="lost")
+        rgw.client.meta.events.unregister("before-call.s3.PutObject", unique_id="note")
+    restarted = rgw.store()
+    assert restarted.partial(info.upload) is None
+    assert info.upload not in {p.info.upload for p in restarted.recover()}

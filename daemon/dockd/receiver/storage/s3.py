@@ -52,6 +52,7 @@ from dockd.receiver.storage.api import (
     PartialState,
     RunningHash,
     StoreError,
+    StoreUnavailable,
     Tombstone,
     is_upload_id,
     same_bytes,
@@ -327,9 +328,25 @@ class S3Store:
         )
         try:
             self.states.create(state)
-        except StoreError:
+        except StoreError as exc:
             self._abort_quietly(state.info.upload, state.key, state.multipart_id)
+            if isinstance(exc, StoreUnavailable):
+                self._drop_unanswered_creation(state)
             raise
+
+    def _drop_unanswered_creation(self, state: S3UploadState) -> None:
+        """The state write of a creation failed without an answer, so it may have been stored:
+        remove it if it is this creation's (its multipart upload id; the upload is being
+        refused, its multipart upload aborted), or it would stay an unfinished upload nobody can
+        resume, counted against its dock's quota. Best effort: logged if it fails too."""
+        upload = state.info.upload
+        try:
+            stored = self.states.load(upload)
+            if stored is not None and stored.multipart_id == state.multipart_id:
+                self.states.delete(upload)
+                log.info("s3.unanswered_creation_removed", upload=upload)
+        except StoreError as exc:
+            log.warning("s3.unanswered_creation_left", upload=upload, error=str(exc))
 
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
         state = self._state(upload)
