@@ -7,6 +7,7 @@ Object Lock."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -36,6 +37,8 @@ from support.receiver import ReceiverProcess, Tus, upload_id_of
 from support.stores import rgw_settings
 
 pytestmark = pytest.mark.ceph
+
+LC_DAY = 10  # `rgw lc debug interval` of the test Ceph (tests/support/ceph.py)
 
 
 def upload_through(store: S3Store, data: bytes, metadata: dict[str, str | None]) -> str:
@@ -187,4 +190,61 @@ async def test_dockd_serve_on_s3_holds_evidence_and_refuses_a_bucket_without_obj
     )
     assert result.returncode == 78, result.stderr
     assert f"bucket '{plain.bucket}' exists without Object Lock" in result.stderr
+    client.close()
+
+
+async def test_an_unfinished_upload_expires_before_the_lifecycle_rule_can_abort_its_parts(
+    ceph: CephCluster, tmp_path: Path
+) -> None:
+    """RGW's AbortIncompleteMultipartUpload counts days from the upload's creation, while
+    `--expire-after` counts from its last write: an upload still being resumed when the rule
+    fires would lose its acknowledged parts under an offset the server still answers with. The
+    server must expire it first (410: the dock sends the clip again), however active it is.
+    Here a lifecycle day is the test cluster's 10 s and the rule aborts after 1 day."""
+    ceph.ensure_rgw()
+    settings = rgw_settings(ceph.endpoint)
+    client = make_client(settings)
+    credentials = write_credentials(
+        tmp_path / "s3.credentials", settings.access_key, settings.secret_key
+    )
+    serve_args = [
+        "--store",
+        f"s3:{settings.endpoint_url}/{settings.bucket}",
+        "--s3-credentials",
+        str(credentials),
+        "--s3-region",
+        settings.region,
+        "--audit-dir",
+        str(tmp_path / "audit"),
+        "--abandoned-upload-days",
+        "1",
+        "--lifecycle-day-seconds",
+        str(LC_DAY),
+    ]
+    half = os.urandom(1 << 20)
+    with ReceiverProcess(tmp_path / "rx", extra_args=serve_args) as server:
+        async with aiohttp.ClientSession() as session:
+            tus = Tus(session, server.url)
+            created = time.time()
+            location = (await tus.create(2 * len(half))).headers["Location"]
+            patched = await tus.patch(location, 0, half)
+            assert patched.status == 204
+            expires = dt.datetime.strptime(
+                patched.headers["Upload-Expires"], "%a, %d %b %Y %H:%M:%S GMT"
+            ).replace(tzinfo=dt.UTC)
+            assert expires.timestamp() <= created + LC_DAY + 1  # said honestly, too
+            upload = upload_id_of(location)
+            began = time.monotonic()
+            while True:
+                head = await tus.head(location)
+                if head.status == 410:
+                    break
+                assert head.status == 200 and head.offset == len(half), head
+                open_uploads = client.list_multipart_uploads(
+                    Bucket=settings.bucket, Prefix=f"clips/{upload}"
+                ).get("Uploads", [])
+                assert open_uploads, "RGW aborted the parts of an upload the server still offers"
+                assert time.monotonic() - began < 120, "neither expired nor aborted in 2 min"
+                await asyncio.sleep(1)
+            assert (await tus.patch(location, len(half), half)).status == 410
     client.close()

@@ -7,9 +7,14 @@ Parts are 5 MiB here (the S3 minimum) so that a few MiB exercise parts, tails an
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
 import hashlib
+import io
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +23,23 @@ from typing import Any
 
 import aiohttp
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dockd.crypto import receipt
 from dockd.crypto.keys import keygen
-from dockd.receiver.storage.api import CompletedUpload, CreationInfo, new_upload_id
+from dockd.receiver.storage.api import (
+    CompletedUpload,
+    CreationInfo,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    new_upload_id,
+    rfc3339,
+)
 from dockd.receiver.storage.s3 import S3Store
 from dockd.receiver.storage.s3_config import S3Settings, make_client
 from dockd.receiver.storage.s3_retention_api import NoRetention
+from dockd.receiver.uploads import UploadCoordinator
 from support.ceph import CephCluster
 from support.dock import (
     DaemonProcess,
@@ -514,3 +529,152 @@ def test_a_multipart_upload_whose_state_never_got_written_is_aborted_at_start(
     assert open_multiparts() == [f"clips/{info.upload}"]  # young: maybe another node's
     assert S3Store(rgw.settings, client=rgw.client, orphan_age=0).recover() == []
     assert open_multiparts() == []
+
+
+async def test_a_completion_retried_after_its_cleanup_failed_hands_out_the_stored_receipt(
+    rgw: RgwTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidecar was stored, then deleting the upload's state failed (RGW 503): the
+    completion is retried at the next HEAD, which signs a new receipt (a new `completed`
+    second). The receipt handed to the dock must be the one stored, never a second one that
+    exists nowhere on the server."""
+    store = rgw.store()
+    coordinator = UploadCoordinator(
+        store, Ed25519PrivateKey.generate(), expire_after=3600, idle_timeout=30
+    )
+    data = os.urandom(MiB)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(new_upload_id(), len(data), "", {}, created, None)
+    upload = await coordinator.create(info)
+    whole = await coordinator.running_hash(upload)
+    writer = store.open_writer(upload.id, 0)
+    writer.write(data, 0)
+    whole.update(data)
+    writer.commit(len(data), time.time() + 3600, whole)
+    writer.close()
+    upload.offset, upload.hasher = len(data), whole
+
+    real_delete = store.states.delete
+    failures = [StoreUnavailable("RGW answered 503", retry_after=5)]
+
+    def delete_failing_once(upload_id: str, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real_delete(upload_id, **kwargs)
+
+    monkeypatch.setattr(store.states, "delete", delete_failing_once)
+    assert await coordinator.finish_pending_completion(upload) is None  # HEAD: retry later
+    first = store.load_completed(upload.id)
+    assert first is not None  # the sidecar went in before the cleanup failed
+    second = int(time.time())
+    while int(time.time()) == second:  # the retry signs in a later second
+        await asyncio.sleep(0.05)
+    handed_out = await coordinator.finish_pending_completion(upload)
+    assert handed_out == store.load_completed(upload.id) == first
+    assert store.partial(upload.id) is None
+
+
+def test_a_state_corrupted_on_its_way_to_rgw_is_refused_not_acknowledged(
+    rgw: RgwTarget,
+) -> None:
+    """The state object decides which bytes count, so it is checked in transit like every part
+    and tail (Content-MD5, which RGW verifies): a commit whose state arrived altered fails
+    (nothing acknowledged), instead of succeeding and leaving a state a restart cannot read."""
+    store = rgw.store()
+    data = os.urandom(MiB)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(new_upload_id(), 2 * len(data), "", {}, created, None)
+    store.create(info, time.time() + 3600)
+    whole = store.running_hash(info.upload, 0)
+
+    def corrupt_state_puts(params: dict[str, Any], **_: Any) -> None:
+        if "/state/" in params["url_path"]:
+            body = bytearray(params["body"].getvalue())  # botocore wraps it in a BytesIO
+            body[0] ^= 0x20  # one bit flipped on the wire, after the caller's checksum
+            params["body"] = io.BytesIO(bytes(body))
+
+    rgw.client.meta.events.register(
+        "before-call.s3.PutObject", corrupt_state_puts, unique_id="corrupt-state"
+    )
+    committed = True
+    try:
+        writer = store.open_writer(info.upload, 0)
+        writer.write(data, 0)
+        whole.update(data)
+        try:
+            writer.commit(len(data), time.time() + 3600, whole)
+        except StoreError:
+            committed = False
+        writer.close()
+    finally:
+        rgw.client.meta.events.unregister("before-call.s3.PutObject", unique_id="corrupt-state")
+    restarted = rgw.store()  # a fresh state cache, as after a restart
+    partial = restarted.partial(info.upload)
+    assert partial is not None
+    assert partial.offset == (len(data) if committed else 0)
+
+
+@pytest.mark.root
+def test_a_full_spool_directory_is_store_full_and_nothing_counts(
+    rgw: RgwTarget, tmp_path: Path
+) -> None:
+    """The S3 store spools each request's bytes to a local directory before they become a part
+    or a tail. That disk filling up is a full store (507: the dock tries again later), as for
+    the file store, not an unexplained 500; and none of the chunk counts."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs as the spool directory")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(spool)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        store = S3Store(rgw.settings, client=rgw.client, spool_dir=str(spool))
+        created = rfc3339(dt.datetime.now(dt.UTC))
+        info = CreationInfo(new_upload_id(), MiB, "", {}, created, None)
+        store.create(info, time.time() + 3600)
+        writer = store.open_writer(info.upload, 0)
+        with pytest.raises(StoreFull):
+            writer.write(os.urandom(MiB), 0)  # past the spool's 256 KiB, below a part
+            writer.commit(MiB, time.time() + 3600, store.running_hash(info.upload, 0))
+        writer.discard()
+        writer.close()
+        partial = store.partial(info.upload)
+        assert partial is not None and partial.offset == 0
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_a_creation_whose_state_write_answered_late_leaves_no_ghost_upload(
+    rgw: RgwTarget,
+) -> None:
+    """RGW stored the new upload's state but the answer never came (a read timeout): the POST
+    fails (503) and the dock creates another upload. The failed one must not stay behind as an
+    unfinished upload naming an aborted multipart upload (counted against the dock's quota,
+    resumable by nobody, listed at every start)."""
+    store = rgw.store()
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    info = CreationInfo(new_upload_id(), MiB, "", {}, created, None)
+
+    def answer_lost(http_response: Any, parsed: Any, model: Any, **kwargs: Any) -> None:
+        if "/state/" in kwargs["context"].get("dockd_url_path", ""):
+            raise ReadTimeoutError(endpoint_url="state PUT answered too late")
+
+    def note_path(params: dict[str, Any], **_: Any) -> None:
+        params["context"]["dockd_url_path"] = params["url_path"]
+
+    rgw.client.meta.events.register("before-call.s3.PutObject", note_path, unique_id="note")
+    rgw.client.meta.events.register("after-call.s3.PutObject", answer_lost, unique_id="lost")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.create(info, time.time() + 3600)
+    finally:
+        rgw.client.meta.events.unregister("after-call.s3.PutObject", unique_id="lost")
+        rgw.client.meta.events.unregister("before-call.s3.PutObject", unique_id="note")
+    restarted = rgw.store()
+    assert restarted.partial(info.upload) is None
+    assert info.upload not in {p.info.upload for p in restarted.recover()}

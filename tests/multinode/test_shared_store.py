@@ -19,6 +19,8 @@ from dockd.receiver.storage.api import (
     CompletedUpload,
     CreationInfo,
     Fenced,
+    NotFound,
+    StoreError,
     new_upload_id,
     rfc3339,
 )
@@ -96,3 +98,125 @@ def test_a_node_whose_lock_was_taken_over_cannot_terminate_or_expire_the_upload(
     assert current.load_tombstone(upload) is None
     current.terminate(upload, fence=new.fence)
     assert current.partial(upload) is None
+
+
+@pytest.mark.parametrize("ending", ["terminate", "expire"])
+def test_a_node_that_stalls_after_its_fence_check_cannot_end_what_the_next_holder_acknowledged(
+    two_nodes: list[SharedS3Store], monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The check-then-act window: the stale node passes its fence check, stalls, and meanwhile
+    the lease runs out and the other node commits (and acknowledges) a chunk. When the stale
+    node goes on, the upload, its committed part and its state must all still be there."""
+    stale, current = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    stale.create(CreationInfo(upload, len(data), "", {}, created, None), time.time() + 3600)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    old_fence = old.fence
+    whole = current.new_hash()
+    whole.update(data)
+    taken_over: list[int] = []
+    real_load = stale.states.load
+
+    def load_then_stall(upload_id: str) -> object:
+        loaded = real_load(upload_id)
+        if not taken_over:  # while stalled: the lease runs out, the other node commits
+            old.release()
+            new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+            taken_over.append(new.fence)
+            writer = current.open_writer(upload, 0, fence=new.fence)
+            writer.write(data, 0)
+            writer.commit(len(data), time.time() + 3600, whole)  # the 204 the dock relies on
+            writer.close()
+        return loaded
+
+    monkeypatch.setattr(stale.states, "load", load_then_stall)
+    with pytest.raises(Fenced):
+        if ending == "terminate":
+            stale.terminate(upload, fence=old_fence)
+        else:
+            stale.expire(upload, None, fence=old_fence)
+    assert taken_over, "the stale node never read the state"
+    partial = current.partial(upload)
+    assert partial is not None and partial.offset == len(data)
+    assert current.load_tombstone(upload) is None
+    record = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt", created)
+    current.complete(record, fence=taken_over[0])
+    with current.open_completed(upload) as stored:
+        assert stored.read() == data
+
+
+def test_a_node_that_stalls_mid_completion_does_not_replace_the_next_holders_receipt(
+    two_nodes: list[SharedS3Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stale node saw no sidecar yet, stalled, and meanwhile the other node completed the
+    upload and handed its receipt out. The stale node's sidecar must not replace it."""
+    stale, current = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    stale.create(CreationInfo(upload, len(data), "", {}, created, None), time.time() + 3600)
+    whole = stale.new_hash()
+    whole.update(data)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    writer = stale.open_writer(upload, 0, fence=old.fence)
+    writer.write(data, 0)
+    writer.commit(len(data), time.time() + 3600, whole)
+    writer.close()
+    late = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt-late", created)
+    handed_out = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt-next", created)
+    real_confirm = stale._confirm_length
+
+    def confirm_then_stall(record: CompletedUpload) -> str | None:
+        version = real_confirm(record)
+        old.release()  # the lease runs out while the stale node is stopped
+        new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+        current.complete(handed_out, fence=new.fence)
+        new.release()
+        return version
+
+    monkeypatch.setattr(stale, "_confirm_length", confirm_then_stall)
+    with pytest.raises(StoreError):  # Fenced, or NotFound once the state is gone
+        stale.complete(late, fence=old.fence)
+    assert current.load_completed(upload) == handed_out
+
+
+@pytest.mark.parametrize("ending", ["terminate", "expire"])
+def test_ending_an_upload_another_node_completed_meanwhile_says_not_found(
+    two_nodes: list[SharedS3Store], monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The stale node read the state, stalled, and the other node completed the upload: the
+    termination must not report success (a 204 for an upload that is in fact complete), and an
+    expiry must leave no tombstone beside the completed upload."""
+    stale, current = two_nodes
+    upload, data = new_upload_id(), os.urandom(PART)
+    created = rfc3339(dt.datetime.now(dt.UTC))
+    stale.create(CreationInfo(upload, len(data), "", {}, created, None), time.time() + 3600)
+    old = stale.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+    whole = current.new_hash()
+    whole.update(data)
+    record = CompletedUpload(upload, len(data), whole.hexdigest(), "receipt", created)
+    real_load = stale.states.load
+
+    def load_then_stall(upload_id: str) -> object:
+        loaded = real_load(upload_id)
+        if current.load_completed(upload) is None:  # while stalled: completed elsewhere
+            old.release()
+            new = current.locker.acquire(upload, timeout=2, release_requested=lambda: None)
+            writer = current.open_writer(upload, 0, fence=new.fence)
+            writer.write(data, 0)
+            writer.commit(len(data), time.time() + 3600, whole)
+            writer.close()
+            current.complete(record, fence=new.fence)
+            new.release()
+        return loaded
+
+    monkeypatch.setattr(stale.states, "load", load_then_stall)
+    with pytest.raises(NotFound):
+        if ending == "terminate":
+            stale.terminate(upload, fence=old.fence)
+        else:
+            stale.expire(upload, None, fence=old.fence)
+    assert current.load_completed(upload) == record
+    assert current.load_tombstone(upload) is None
+    with current.open_completed(upload) as stored:
+        assert stored.read() == data

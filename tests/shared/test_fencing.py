@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import psycopg
 import pytest
+from dockd.receiver.protocol import parse_metadata
 from dockd.receiver.shared.connection import PgPool
 from dockd.receiver.shared.locker import PgLocker
 from dockd.receiver.shared.state import PgStateBackend
@@ -215,3 +216,44 @@ def _wait_for_a_lock_wait(dsn: str, timeout: float = 10.0) -> None:
                 return
             time.sleep(0.02)
     raise AssertionError("the acquisition never waited for the lease row")
+
+
+def test_delete_with_an_old_fence_is_refused_and_keeps_the_state(
+    backend: PgStateBackend[S3UploadState], locker: PgLocker
+) -> None:
+    """Termination and expiry delete under their fence, in the same statement as the test: a
+    holder whose lock was taken over deletes nothing the new holder committed."""
+    state = new_state()
+    backend.create(state)
+    upload = state.info.upload
+    old = locker.acquire(upload, timeout=5, release_requested=_nothing)
+    old.release()
+    new = locker.acquire(upload, timeout=5, release_requested=_nothing)
+    committed = advanced(state, 5 << 20, b"new")
+    backend.save(committed, fence=new.fence)
+    with pytest.raises(Fenced):
+        backend.delete(upload, fence=old.fence)
+    assert backend.load(upload) == committed
+    backend.delete(upload, fence=new.fence)
+    assert backend.load(upload) is None
+    with pytest.raises(NotFound):
+        backend.delete(upload, fence=new.fence)  # already gone: said, not silently done
+
+
+def test_hostile_metadata_a_client_may_send_is_stored_not_a_500(
+    backend: PgStateBackend[S3UploadState],
+) -> None:
+    """`Upload-Metadata: name AA==` is valid tus (base64 of one NUL byte) and valid UTF-8, but
+    PostgreSQL's jsonb cannot hold U+0000: the creation failed with a 500 in multi-node mode
+    only. The exact bytes stay in the header, as for a value that is not UTF-8."""
+    header = "name AA==,note YQBi,evidence dHJ1ZQ=="  # "\x00", "a\x00b", "true"
+    metadata = parse_metadata(header, max_bytes=4096)
+    state = new_state()
+    state = replace(
+        state, info=replace(state.info, metadata_header=header, metadata=metadata.as_text())
+    )
+    backend.create(state)
+    stored = backend.load(state.info.upload)
+    assert stored is not None and stored.info.metadata_header == header
+    assert stored.info.metadata["evidence"] == "true"
+    assert parse_metadata(stored.info.metadata_header, max_bytes=4096).values == metadata.values

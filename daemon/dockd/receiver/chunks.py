@@ -8,7 +8,6 @@ this module decides which bytes count, and makes them durable before anyone may 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,13 @@ from aiohttp import StreamReader
 
 from dockd.receiver.body import BodyWriter, Cutoff, Received, receive_body
 from dockd.receiver.protocol import Checksum, ProtocolError
-from dockd.receiver.storage.api import ChunkWriter, RunningHash, StoreError, UploadStore
+from dockd.receiver.storage.api import (
+    ChunkWriter,
+    CreationInfo,
+    RunningHash,
+    StoreError,
+    UploadStore,
+)
 from dockd.receiver.threads import run_blocking
 from dockd.receiver.upload_state import SUPERSEDE_GRACE, Upload, refusal_at
 
@@ -36,12 +41,12 @@ class ChunkStorer:
         store: UploadStore,
         *,
         idle_timeout: float,
-        expire_after: float,
+        expiry_of: Callable[[CreationInfo], float],
         stopping: Callable[[], bool],
     ) -> None:
         self._store = store
         self._idle_timeout = idle_timeout
-        self._expire_after = expire_after
+        self._expiry_of = expiry_of  # the coordinator's: expire_after, within the store's limit
         self._stopping = stopping
 
     async def store(
@@ -156,7 +161,7 @@ class ChunkStorer:
     async def _commit(
         self, upload: Upload, writer: ChunkWriter, new_offset: int, whole: RunningHash
     ) -> None:
-        expires = time.time() + self._expire_after
+        expires = self._expiry_of(upload.info)
         try:
             await run_blocking(writer.commit, new_offset, expires, whole)
         except StoreError as exc:

@@ -70,12 +70,13 @@ class Metadata:
     values: dict[str, bytes] = field(default_factory=dict)
 
     def as_text(self) -> dict[str, str | None]:
-        """Decoded values as text for the sidecar; a value that is not UTF-8 becomes None
-        (the exact bytes stay recoverable from `header`)."""
+        """Decoded values as text for the sidecar; a value that is not UTF-8, or holds a NUL,
+        becomes None (the exact bytes stay recoverable from `header`). NUL is not text, and
+        PostgreSQL (the multi-node state) cannot store it in a string at all."""
         text: dict[str, str | None] = {}
         for key, value in self.values.items():
             try:
-                text[key] = value.decode("utf-8")
+                text[key] = None if b"\x00" in value else value.decode("utf-8")
             except UnicodeDecodeError:
                 text[key] = None
         return text

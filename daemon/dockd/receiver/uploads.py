@@ -47,6 +47,7 @@ from dockd.receiver.storage.api import (
     Concater,
     CreationInfo,
     Fenced,
+    NotFound,
     PartialState,
     RunningHash,
     StoreError,
@@ -56,6 +57,7 @@ from dockd.receiver.storage.api import (
     UploadStore,
     concatenated_into,
     rfc3339,
+    same_bytes,
 )
 from dockd.receiver.threads import run_blocking, wait_through_cancellation
 from dockd.receiver.upload_state import SUPERSEDE_GRACE, ChunkResult, Upload, refusal_at
@@ -104,9 +106,17 @@ class UploadCoordinator:
         self._chunks = ChunkStorer(
             store,
             idle_timeout=idle_timeout,
-            expire_after=expire_after,
+            expiry_of=self.expiry_of,
             stopping=lambda: self.stopping,
         )
+
+    def expiry_of(self, info: CreationInfo) -> float:
+        """When the upload expires if nothing more is committed: `expire_after` from now, but
+        never past the store's deadline for it (the S3 store's lifecycle rule aborts unfinished
+        multipart uploads a fixed time after creation, however active)."""
+        expires = time.time() + self._expire_after
+        deadline = self.store.unfinished_deadline(info)
+        return expires if deadline is None else min(expires, deadline)
 
     # -- lookup --
 
@@ -275,7 +285,7 @@ class UploadCoordinator:
         # or creations racing this one would not see each other's reservations.
         free = await run_blocking(self.store.free_bytes)
         reserved = await self._reservations(info.dock)
-        expires = time.time() + self._expire_after
+        expires = self.expiry_of(info)
         check_creation(
             self._quotas, dock=info.dock, length=info.length, unfinished=reserved, free=free
         )
@@ -469,6 +479,7 @@ class UploadCoordinator:
         info = upload.info
         record = self._sign(info, upload.length, digest)
         await run_blocking(functools.partial(self.store.complete, record, fence=fence))
+        record = await self._as_stored(record)
         upload.completed = record
         self._uploads.pop(upload.id, None)
         log.info(
@@ -478,6 +489,15 @@ class UploadCoordinator:
             sha256=digest,
             dock=info.dock,
         )
+
+    async def _as_stored(self, record: CompletedUpload) -> CompletedUpload:
+        """The completed record the store holds for `record`'s upload: the receipt handed out
+        is always the stored one. An earlier attempt's record (signed in another second) wins
+        when a retried completion found it stored already (its clean-up had failed)."""
+        stored = await run_blocking(self.store.load_completed, record.upload)
+        if stored is None or not same_bytes(stored, record):
+            raise StoreError(f"{record.upload}: completed, but the store holds no record of it")
+        return stored
 
     def _sign(self, info: CreationInfo, length: int, digest: str) -> CompletedUpload:
         """The completed record of `info` holding `length` bytes of SHA-256 `digest`, with the
@@ -679,6 +699,9 @@ class UploadCoordinator:
             except Fenced:
                 log.warning("upload.expiry_fenced", upload=upload.id)
                 return  # taken over by another node: not this one's to end
+            except NotFound:
+                log.info("upload.expiry_found_it_ended", upload=upload.id)
+                return  # completed or removed on another node meanwhile: the next find says
             except StoreError as exc:
                 log.error("upload.expiry_cleanup_failed", upload=upload.id, error=str(exc))
             upload.gone = "expired"

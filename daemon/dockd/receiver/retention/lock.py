@@ -81,6 +81,9 @@ class ObjectLockRetention:
 
     # ---- per upload ----------------------------------------------------------------------------
 
+    def abort_unfinished_after(self) -> float | None:
+        return self.policy.abandoned_upload_days * self.policy.day.total_seconds()
+
     def creation_args(self, metadata: dict[str, str | None]) -> dict[str, Any]:
         retention = self.policy.classify(metadata)
         args: dict[str, Any] = {"Tagging": f"{TAG_KEY}={retention}"}

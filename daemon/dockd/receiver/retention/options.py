@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_days,
         default=RetentionPolicy.abandoned_upload_days,
         metavar="N",
-        help="S3 store: abort multipart uploads unfinished after N days; keep it above "
-        f"--expire-after (default {RetentionPolicy.abandoned_upload_days})",
+        help="S3 store: abort multipart uploads unfinished after N days; an unfinished upload "
+        "expires before then, however active; keep it above --expire-after "
+        f"(default {RetentionPolicy.abandoned_upload_days})",
     )
     parser.add_argument(
         "--audit-dir",

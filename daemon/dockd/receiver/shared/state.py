@@ -10,8 +10,9 @@ still the upload's current one, read with a share lock on the lease row. A newer
 (`PgLocker.acquire`, an UPDATE of that row) therefore either waits for the write to commit, or
 commits first and the write matches no row: 0 rows -> `Fenced`, and nothing changed.
 `check_fence`, which the S3 writer calls before every UploadPart, is the same test without a
-write, so a holder that lost its lock stops before sending bytes. `fence=None` is the single-node
-mode without a locker: no condition.
+write, so a holder that lost its lock stops before sending bytes. `delete` with a fence (the
+termination and expiry of an unfinished upload) is the same condition on the DELETE.
+`fence=None` is the single-node mode without a locker: no condition.
 
 What fencing cannot stop is an UploadPart a stalled holder had already passed `check_fence` for:
 S3 part numbers are 1..N (s3_state.py says why RGW needs that), so such a late part can replace a
@@ -51,6 +52,13 @@ S = TypeVar("S", bound=SharedState)
 _SAVE = """
     UPDATE dockd_upload_state SET state = %(state)s,
         upload_offset = %(offset)s, expires = %(expires)s, updated = clock_timestamp()
+    WHERE upload = %(upload)s
+      AND (%(fence)s::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM dockd_upload_lease l
+          WHERE l.upload = %(upload)s AND l.fence = %(fence)s FOR SHARE))
+"""
+_DELETE = """
+    DELETE FROM dockd_upload_state
     WHERE upload = %(upload)s
       AND (%(fence)s::bigint IS NULL OR EXISTS (
           SELECT 1 FROM dockd_upload_lease l
@@ -115,9 +123,15 @@ class PgStateBackend(Generic[S]):
             if held is None:
                 self._refusal(conn, upload, fence)
 
-    def delete(self, upload: str) -> None:
+    def delete(self, upload: str, *, fence: int | None = None) -> None:
+        """Forget the upload's state and lease. With `fence`, only while it is still the lock's
+        token, in the same statement as `save` tests it (else `Fenced` or `NotFound`, nothing
+        deleted): a check before and a delete after would let a holder that stalled in between
+        delete what the next holder committed and acknowledged since."""
         with self._pool.transaction() as conn:
-            conn.execute("DELETE FROM dockd_upload_state WHERE upload = %s", (upload,))
+            cursor = conn.execute(_DELETE, {"upload": upload, "fence": fence})
+            if fence is not None and cursor.rowcount != 1:
+                self._refusal(conn, upload, fence)
             conn.execute("DELETE FROM dockd_upload_lease WHERE upload = %s", (upload,))
 
     def of_dock(self, dock: str | None) -> list[S]:

@@ -90,7 +90,7 @@ class CreationInfo:
     upload: str
     length: int
     metadata_header: str  # Upload-Metadata exactly as sent ("" if none), echoed on HEAD
-    metadata: dict[str, str | None]  # decoded values (None: not UTF-8 text)
+    metadata: dict[str, str | None]  # decoded values (None: not UTF-8 text, or holds NUL)
     created: str  # RFC 3339 UTC
     dock: str | None  # owner when token auth is on
     # tus concatenation: "partial" for a partial upload (never completed on its own, no
@@ -153,6 +153,12 @@ class CompletedUpload:
             dock=data.get("dock"),
             concat=str(data.get("concat", "")),
         )
+
+
+def same_bytes(one: CompletedUpload, other: CompletedUpload) -> bool:
+    """Whether two completed records (two signings of one completion) describe the same stored
+    bytes of the same upload: their receipts may differ only in when they were signed."""
+    return (one.upload, one.length, one.sha256) == (other.upload, other.length, other.sha256)
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,13 @@ class UploadStore(Protocol):
         """Durably create an empty upload (raises StoreFull / StoreUnavailable)."""
         ...
 
+    def unfinished_deadline(self, info: CreationInfo) -> float | None:
+        """The latest time (epoch seconds) the upload may still be unfinished, whatever its
+        activity, or None for no limit. The S3 store: before the bucket's lifecycle rule aborts
+        its multipart upload, which counts from creation, not from the last write. The
+        coordinator never lets an upload's expiry go past it."""
+        ...
+
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
         """A writer appending at the committed `offset`. With a `Locker`, `fence` is the lock's
         token and every commit checks it (raising `Fenced` when a newer holder exists)."""
@@ -257,7 +270,9 @@ class UploadStore(Protocol):
 
     def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         """Atomically turn the unfinished upload into a completed one with this sidecar; the
-        stored object is exactly `record.length` bytes. Idempotent for the same record.
+        stored object is exactly `record.length` bytes. Idempotent for the same record; if an
+        earlier attempt already stored a record for the same bytes, that one stays (the caller
+        hands out `load_completed`'s, never one the store does not hold).
         `fence` as for `open_writer`: a stale holder cannot complete."""
         ...
 

@@ -217,6 +217,9 @@ class FileStore:
     def describe(self) -> str:
         return f"file:{self.root}"
 
+    def unfinished_deadline(self, info: CreationInfo) -> float | None:
+        return None  # nothing removes an unfinished upload behind the receiver's back
+
     def free_bytes(self) -> int:
         """Bytes an unprivileged writer can still use on the store's file system."""
         stats = os.statvfs(self.root)

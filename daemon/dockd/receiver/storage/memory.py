@@ -122,6 +122,9 @@ class MemoryStore:
             for _, u in sorted(self.medium.unfinished.items())
         ]
 
+    def unfinished_deadline(self, info: CreationInfo) -> float | None:
+        return None  # nothing removes an unfinished upload behind the receiver's back
+
     def free_bytes(self) -> int | None:
         capacity = self.medium.capacity
         return None if capacity is None else max(capacity - self.medium.used(), 0)

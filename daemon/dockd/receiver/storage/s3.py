@@ -41,17 +41,21 @@ from typing import Any, BinaryIO
 import structlog
 from botocore.exceptions import ClientError
 
+from dockd.canonical import parse_rfc3339
 from dockd.receiver.shared.capability import PartsReplaced
 from dockd.receiver.storage.api import (
     ChunkWriter,
     CompletedUpload,
     CreationInfo,
+    Fenced,
     NotFound,
     PartialState,
     RunningHash,
     StoreError,
+    StoreUnavailable,
     Tombstone,
     is_upload_id,
+    same_bytes,
 )
 from dockd.receiver.storage.s3_config import MiB, S3Settings, make_client
 from dockd.receiver.storage.s3_errors import error_code, list_objects, s3_call, s3_required
@@ -73,6 +77,10 @@ _PART_BUDGET = 9_000
 # A multipart upload no state names is aborted at start once it is this old (seconds): a younger
 # one may be another node's creation between CreateMultipartUpload and its state write.
 ORPHAN_MULTIPART_AGE = 3600.0
+# An unfinished upload expires this long before the lifecycle rule may abort it (seconds; a
+# quarter of the rule's delay if that is shorter, as on a test cluster's 10-second "days"):
+# room for clock skew between the nodes and RGW and for the sweep's interval.
+_DEADLINE_MARGIN = 6 * 3600.0
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -286,6 +294,17 @@ class S3Store:
         if s3_call(self.client.head_bucket, Bucket=bucket, missing_ok=True) is None:
             s3_required(self.client.create_bucket, Bucket=bucket)
 
+    def unfinished_deadline(self, info: CreationInfo) -> float | None:
+        """`_DEADLINE_MARGIN` before the bucket's rule may abort the upload's multipart upload
+        (RGW counts whole days from its initiation, which comes after `info.created`): from
+        then on committed parts could vanish under a live upload, so it expires (410, the dock
+        sends the clip again) before that, however active it is."""
+        after = self.retention.abort_unfinished_after()
+        if after is None:
+            return None
+        margin = min(_DEADLINE_MARGIN, after / 4)
+        return parse_rfc3339(info.created).timestamp() + after - margin
+
     def create(self, info: CreationInfo, expires: float) -> None:
         key = self.clip_key(info.upload)
         reply = s3_required(
@@ -309,9 +328,25 @@ class S3Store:
         )
         try:
             self.states.create(state)
-        except StoreError:
+        except StoreError as exc:
             self._abort_quietly(state.info.upload, state.key, state.multipart_id)
+            if isinstance(exc, StoreUnavailable):
+                self._drop_unanswered_creation(state)
             raise
+
+    def _drop_unanswered_creation(self, state: S3UploadState) -> None:
+        """The state write of a creation failed without an answer, so it may have been stored:
+        remove it if it is this creation's (its multipart upload id; the upload is being
+        refused, its multipart upload aborted), or it would stay an unfinished upload nobody can
+        resume, counted against its dock's quota. Best effort: logged if it fails too."""
+        upload = state.info.upload
+        try:
+            stored = self.states.load(upload)
+            if stored is not None and stored.multipart_id == state.multipart_id:
+                self.states.delete(upload)
+                log.info("s3.unanswered_creation_removed", upload=upload)
+        except StoreError as exc:
+            log.warning("s3.unanswered_creation_left", upload=upload, error=str(exc))
 
     def open_writer(self, upload: str, offset: int, *, fence: int | None = None) -> ChunkWriter:
         state = self._state(upload)
@@ -338,8 +373,14 @@ class S3Store:
 
     def complete(self, record: CompletedUpload, *, fence: int | None = None) -> None:
         upload = self._checked(record.upload)
-        if self.load_completed(upload) == record:
+        stored = self.load_completed(upload)
+        if stored is not None and same_bytes(stored, record):
+            # An earlier attempt stored its record (its clean-up failed, or it ran on another
+            # node): that one stands, the caller hands it out; only the clean-up is finished.
+            self._finish_completion(stored, fence=fence)
             return
+        if stored is not None:
+            raise StoreError(f"{upload}: completed already, with other bytes than the record's")
         state = self._state(upload)
         if state.offset != record.length:
             raise StoreError(
@@ -397,6 +438,9 @@ class S3Store:
                 self._complete_multipart(state, record)
             version = self._confirm_length(record)
             self.retention.after_complete(self.client, bucket, key, version, record.metadata)
+            # RGW 16.2 ignores If-None-Match on PUT, so a stalled holder's sidecar would replace
+            # the one the next holder stored and handed out: still ours (else Fenced/NotFound)?
+            self.states.check_fence(upload, fence=fence)
             sidecar = self._put_json(
                 bucket,
                 sidecar_key,
@@ -544,22 +588,35 @@ class S3Store:
 
     def terminate(self, upload: str, *, fence: int | None = None) -> None:
         """Delete an unfinished upload. With the shared lock's `fence` (multi-node), a holder
-        whose lock was taken over is refused first (`Fenced`), as for a write."""
-        self.states.check_fence(self._checked(upload), fence=fence)
-        state = self.states.load(upload)
-        if state is not None:
+        whose lock was taken over ends nothing (`Fenced`): the state goes first, in one fenced
+        step, and only then the bytes it named. Checking the fence first and deleting after
+        would let a holder that stalls in between abort what the next holder committed and
+        acknowledged meanwhile."""
+        state = self.states.load(self._checked(upload))
+        if state is None:
+            self.states.check_fence(upload, fence=fence)
+        else:
+            # NotFound here: ended meanwhile on another node (completed, removed); not ours.
+            self.states.delete(upload, fence=fence)
             self._abort_quietly(state.info.upload, state.key, state.multipart_id)
         self._delete_tails(upload)
-        self.states.delete(upload)
 
     def expire(self, upload: str, dock: str | None, *, fence: int | None = None) -> None:
-        self.states.check_fence(self._checked(upload), fence=fence)  # as for terminate
+        """Delete an unfinished upload as `terminate` does, leaving a tombstone (410). The
+        tombstone goes first, so a crash after the state is gone still answers 410; if the
+        termination is refused (`Fenced`, or `NotFound`: ended elsewhere meanwhile), the
+        tombstone is taken back."""
+        tombstone = self._tombstone_key(upload)
         self._put_json(
             self.settings.work_bucket,
-            self._tombstone_key(upload),
+            tombstone,
             {"reason": "expired", "at": time.time(), "dock": dock},
         )
-        self.terminate(upload)  # the fence was checked above
+        try:
+            self.terminate(upload, fence=fence)
+        except (Fenced, NotFound):
+            self.delete_quietly(self.settings.work_bucket, tombstone)
+            raise
 
     def _abort_quietly(self, upload: str, key: str, multipart_id: str) -> None:
         try:

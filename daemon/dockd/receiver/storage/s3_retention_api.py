@@ -21,6 +21,11 @@ class ObjectRetention(Protocol):
         """At start (`recover`): make sure the evidence bucket exists and is set up."""
         ...
 
+    def abort_unfinished_after(self) -> float | None:
+        """Seconds after its creation at which the bucket's lifecycle rule aborts a multipart
+        upload still unfinished (AbortIncompleteMultipartUpload), or None if no rule does."""
+        ...
+
     def creation_args(self, metadata: dict[str, str | None]) -> dict[str, Any]:
         """Extra keyword arguments for CreateMultipartUpload and the sidecar's PutObject
         (e.g. Tagging, ObjectLockLegalHoldStatus) for an upload with this metadata."""
@@ -56,6 +61,9 @@ class NoRetention:
 
     def prepare_bucket(self, client: Any, bucket: str) -> None:
         ensure_locked_bucket(client, bucket)
+
+    def abort_unfinished_after(self) -> float | None:
+        return None
 
     def creation_args(self, metadata: dict[str, str | None]) -> dict[str, Any]:
         return {}

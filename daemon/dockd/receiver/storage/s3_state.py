@@ -21,11 +21,13 @@ Part numbering and fencing (what the PostgreSQL backend relies on):
 * tail keys are unique per write (`tail/<upload>/<uuid>`): a late tail PUT lands under a key no
   saved state names;
 * `check_fence` runs before every part upload and `save` refuses (`Fenced`) a fence older than
-  the upload's current lock, so a holder that knows it lost the lock stops early;
+  the upload's current lock, so a holder that knows it lost the lock stops early; `delete` with
+  a fence (termination, expiry) refuses the same way, in the same step as the delete;
 * only the parts and the tail named in the saved state count; orphans (replaced tails) are
   deleted at commit, completion, termination and expiry, best effort.
 
-`WorkBucketState` keeps each state as `state/<upload>.json` in the work bucket. It ignores
+`WorkBucketState` keeps each state as `state/<upload>.json` in the work bucket, sent with
+Content-MD5 like every part and tail (RGW refuses a body altered on the way: BadDigest). It ignores
 `fence`: one process owns a work bucket, and `run_blocking` waits for every store call's thread,
 so no stale writer of this process can still be running when the next holder writes.
 """
@@ -33,6 +35,7 @@ so no stale writer of this process can still be running when the next holder wri
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -121,7 +124,11 @@ class UploadStateBackend(Protocol):
         """Raise `Fenced` if `fence` is older than the upload's lock (before each UploadPart)."""
         ...
 
-    def delete(self, upload: str) -> None: ...
+    def delete(self, upload: str, *, fence: int | None = None) -> None:
+        """Forget the upload's state; with `fence`, only if it is still the lock's token, tested
+        in the same step as the delete (`Fenced` otherwise, nothing deleted)."""
+        ...
+
     def all(self) -> Iterator[S3UploadState]: ...
 
 
@@ -147,11 +154,13 @@ class WorkBucketState:
 
     def _put(self, state: S3UploadState) -> None:
         body = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.md5(body, usedforsecurity=False).digest()  # transport check, as parts
         s3_required(
             self._client.put_object,
             Bucket=self._bucket,
             Key=state_key(state.info.upload),
             Body=body,
+            ContentMD5=base64.b64encode(digest).decode("ascii"),
             ContentType="application/json",
         )
         with self._lock:
@@ -170,7 +179,13 @@ class WorkBucketState:
         )
         if body is None:
             return None
-        state = S3UploadState.from_json(json.loads(s3_required(body["Body"].read)))
+        raw = s3_required(body["Body"].read)
+        try:
+            state = S3UploadState.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{upload}: its state in the work bucket is unreadable: {exc}"
+            ) from exc
         with self._lock:
             self._cache[upload] = state
         return state
@@ -181,7 +196,8 @@ class WorkBucketState:
     def check_fence(self, upload: str, *, fence: int | None) -> None:
         return None  # one process: no other holder (see the class docstring)
 
-    def delete(self, upload: str) -> None:
+    def delete(self, upload: str, *, fence: int | None = None) -> None:
+        # `fence` ignored: one process, no other holder (see the class docstring).
         s3_required(self._client.delete_object, Bucket=self._bucket, Key=state_key(upload))
         with self._lock:
             self._cache.pop(upload, None)

@@ -18,15 +18,18 @@ and why a late part cannot slip into a receipt).
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import IO, Any, Protocol
 
 import structlog
 
-from dockd.receiver.storage.api import RunningHash, StoreError
+from dockd.receiver.storage.api import RunningHash, StoreError, StoreFull
 from dockd.receiver.storage.s3_config import S3Settings
 from dockd.receiver.storage.s3_errors import s3_call, s3_required
 from dockd.receiver.storage.s3_hash import export_state
@@ -50,6 +53,7 @@ class WriterHost(Protocol):
 log = structlog.get_logger("dockd.receiver.store")
 
 _COPY_PIECE = 1 << 20
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def content_md5(digest: bytes) -> str:
@@ -60,17 +64,31 @@ def tail_prefix(upload: str) -> str:
     return f"tail/{upload}/"
 
 
+@contextlib.contextmanager
+def _spool_errors() -> Iterator[None]:
+    """The local spool's OS errors as the store's (as the file store does): a full spool
+    directory is StoreFull (507, try later), anything else a StoreError naming the spool."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise StoreFull(f"the S3 store's spool directory is full: {exc.strerror}") from exc
+        raise StoreError(f"the S3 store's spool: {exc}") from exc
+
+
 class Spool:
     """Bytes not yet in a part, in a local temporary file, with their running MD5."""
 
     def __init__(self, directory: str | None) -> None:
         # Owned by the spool for the life of a writer: closed by `close`, not a with-block.
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        with _spool_errors():
+            self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)  # Content-MD5: transport check
 
     def append(self, data: bytes | memoryview) -> None:
-        self.file.write(data)
+        with _spool_errors():
+            self.file.write(data)
         self._md5.update(data)
         self.size += len(data)
 
@@ -79,13 +97,15 @@ class Spool:
 
     def rewound(self) -> IO[bytes]:
         """The file at its start, for an upload body (botocore rewinds it itself to retry)."""
-        self.file.flush()
-        self.file.seek(0)
+        with _spool_errors():  # buffered: a full disk may show only at the flush
+            self.file.flush()
+            self.file.seek(0)
         return self.file
 
     def clear(self) -> None:
-        self.file.seek(0)
-        self.file.truncate()
+        with _spool_errors():
+            self.file.seek(0)
+            self.file.truncate()
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)  # Content-MD5: transport check
 
