@@ -372,6 +372,27 @@ async def _open_partial(ctx: PipelineContext, clip: ClipRecord) -> ClipRecord:
     )
 
 
+def _upload_progress(
+    ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera, length: int
+) -> Callable[[int], None]:
+    """The bay's "uploading" bar for this clip, and the callback the uploader calls with each
+    offset the server acknowledged: it advances the bar, the dock's byte count and the metric.
+    Shared by the one pass and the two-pass upload."""
+    entry = ctx.progress.stage(
+        clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "uploading", length
+    )
+    last = 0
+
+    def on_progress(offset: int) -> None:
+        nonlocal last
+        if offset > last:
+            ctx.progress.bytes_uploaded += offset - last
+            ctx.metrics.uploaded(clip.camera, offset - last)
+        last = entry.done = offset
+
+    return on_progress
+
+
 async def _stream(
     ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera, stop: threading.Event
 ) -> ClipRecord:
@@ -381,12 +402,9 @@ async def _stream(
     assert clip.partial_url and clip.age_header is not None and clip.ciphertext_length is not None
     secrets = age.EncryptionSecrets.from_bytes(ctx.journal.secrets(clip.id))
     header, length, identity = clip.age_header, clip.ciphertext_length, _identity(clip)
-    entry = ctx.progress.stage(
-        clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "uploading", length
-    )
+    on_progress = _upload_progress(ctx, clip, camera, length)
     digests = camera_read.Digests()
     reread = 0
-    last = 0
 
     def open_stream(start: int):
         nonlocal reread
@@ -403,13 +421,6 @@ async def _stream(
             ctx.metrics.read_bytes.inc,
             stop,
         )
-
-    def on_progress(offset: int) -> None:
-        nonlocal last
-        if offset > last:
-            ctx.progress.bytes_uploaded += offset - last
-            ctx.metrics.uploaded(clip.camera, offset - last)
-        last = entry.done = offset
 
     started = time.monotonic()
     try:
@@ -496,10 +507,7 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
     assert clip.upload_url and clip.age_header is not None and clip.ciphertext_length is not None
     secrets = age.EncryptionSecrets.from_bytes(ctx.journal.secrets(clip.id))
     header, length = clip.age_header, clip.ciphertext_length
-    entry = ctx.progress.stage(
-        clip.id, clip.camera, camera.bay, display_path(clip.rel_path), "uploading", length
-    )
-    last = 0
+    on_progress = _upload_progress(ctx, clip, camera, length)
 
     def open_stream(start: int):
         return camera_read.ciphertext_stream(
@@ -512,13 +520,6 @@ async def _upload(ctx: PipelineContext, clip: ClipRecord, camera: DockedCamera) 
             ctx.settings.upload.chunk_size,
             ctx.metrics.read_bytes.inc,
         )
-
-    def on_progress(offset: int) -> None:
-        nonlocal last
-        if offset > last:
-            ctx.progress.bytes_uploaded += offset - last
-            ctx.metrics.uploaded(clip.camera, offset - last)
-        last = entry.done = offset
 
     try:
         await ctx.client.send(clip.upload_url, length, open_stream, on_progress)
