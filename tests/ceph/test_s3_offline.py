@@ -49,7 +49,7 @@ def test_hash_state_for_another_offset_or_tampered_is_refused() -> None:
         export_state(hashlib.sha256())  # type: ignore[arg-type]
 
 
-def _state(parts: tuple[PartRecord, ...], tail: int, next_part: int) -> S3UploadState:
+def _state(parts: tuple[PartRecord, ...], tail: int) -> S3UploadState:
     info = CreationInfo(new_upload_id(), 100 << 20, "", {}, "2026-11-30T00:00:00Z", None)
     return S3UploadState(
         info=info,
@@ -60,17 +60,16 @@ def _state(parts: tuple[PartRecord, ...], tail: int, next_part: int) -> S3Upload
         tail_key="tail/x/y" if tail else None,
         tail_size=tail,
         hash_state=b"\x01\x02",
-        next_part=next_part,
         expires=1.5,
     )
 
 
 def test_upload_state_round_trips_through_json_and_keeps_parts_numbered_1_to_n() -> None:
     parts = (PartRecord(1, '"a"', 5 << 20), PartRecord(2, '"b"', 5 << 20))
-    state = _state(parts, 123, 3)
+    state = _state(parts, 123)
     assert S3UploadState.from_json(state.to_json()) == state
     with pytest.raises(StoreError, match=r"1\.\.N"):
-        _state((PartRecord(2, '"b"', 5 << 20),), 0, 3)
+        _state((PartRecord(2, '"b"', 5 << 20),), 0)
     with pytest.raises(StoreError, match="offset"):
         S3UploadState.from_json({**state.to_json(), "offset": 1})
 

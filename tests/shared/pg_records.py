@@ -31,7 +31,6 @@ def new_state(length: int = 64 << 20, dock: str | None = "dock-1") -> S3UploadSt
         tail_key=None,
         tail_size=0,
         hash_state=b"",
-        next_part=1,
         expires=time.time() + 3600,
     )
 
@@ -44,5 +43,4 @@ def advanced(state: S3UploadState, size: int, hash_state: bytes) -> S3UploadStat
         offset=state.offset + size,
         parts=(*state.parts, PartRecord(number, f'"etag-{number}"', size)),
         hash_state=hash_state,
-        next_part=number + 1,
     )

@@ -323,7 +323,6 @@ class S3Store:
             tail_key=None,
             tail_size=0,
             hash_state=b"",
-            next_part=1,
             expires=expires,
         )
         try:
@@ -416,7 +415,6 @@ class S3Store:
             parts=(*state.parts, PartRecord(number, str(reply["ETag"]), state.tail_size)),
             tail_key=None,
             tail_size=0,
-            next_part=number + 1,
         )
         self.states.save(moved, fence=fence)
         return moved

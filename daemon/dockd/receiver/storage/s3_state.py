@@ -3,7 +3,7 @@
 
 `S3UploadState` is what a restart needs to resume an upload: the multipart upload id, the parts
 and the staged tail that were committed (only those count: anything else in RGW under that upload
-is an orphan), and the next part number to use.
+is an orphan). The next part number is not stored: it is len(parts) + 1 (below).
 
 Part numbering and fencing (what the PostgreSQL backend relies on):
 
@@ -65,7 +65,6 @@ class S3UploadState:
     tail_key: str | None  # work-bucket key of the committed tail (< part size), or None
     tail_size: int
     hash_state: bytes  # serialised SHA-256 state of [0, offset); b"": not persisted
-    next_part: int  # len(parts) + 1: the number the next committed part gets (see above)
     expires: float
 
     def __post_init__(self) -> None:
@@ -76,7 +75,7 @@ class S3UploadState:
                 f"hold {stored} bytes"
             )
         numbers = [part.number for part in self.parts]
-        if numbers != list(range(1, len(numbers) + 1)) or self.next_part != len(numbers) + 1:
+        if numbers != list(range(1, len(numbers) + 1)):
             raise StoreError(f"{self.info.upload}: committed parts are not numbered 1..N")
 
     def to_json(self) -> dict[str, Any]:
@@ -89,7 +88,6 @@ class S3UploadState:
             "tail_key": self.tail_key,
             "tail_size": self.tail_size,
             "hash_state": base64.b64encode(self.hash_state).decode("ascii"),
-            "next_part": self.next_part,
             "expires": self.expires,
         }
 
@@ -106,7 +104,6 @@ class S3UploadState:
             tail_key=data.get("tail_key"),
             tail_size=int(data.get("tail_size", 0)),
             hash_state=base64.b64decode(data.get("hash_state", "")),
-            next_part=int(data["next_part"]),
             expires=float(data["expires"]),
         )
 

@@ -162,7 +162,6 @@ class S3ChunkWriter:
             tail_key=tail_key,
             tail_size=tail_size,
             hash_state=export_state(running_hash),
-            next_part=len(self._state.parts) + len(self._pending) + 1,
             expires=expires,
         )
         self._store.states.save(committed, fence=self._fence)  # the moment bytes count
